@@ -1,0 +1,120 @@
+"""Engines for SQLite (aiosqlite) and PostgreSQL (asyncpg), and driver-error translation.
+
+Asyncio only, like the drivers underneath.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.orm.exc import StaleDataError
+
+from allocation.adapters.exceptions import DatabaseUnavailable
+from allocation.domain.exceptions import ConcurrencyConflict, EmailAlreadyRegistered
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator
+
+    from sqlalchemy.engine import Connection
+
+# Execution option that makes a SQLite transaction begin DEFERRED (a reader that does
+# not hold the write lock); every other transaction begins IMMEDIATE.
+READ_ONLY = "allocation_read_only"
+SQLITE_BUSY_TIMEOUT_MS = 15_000
+# SQLSTATEs that mean "try again": serialization failure and deadlock.
+_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys."""
+    try:
+        engine = create_async_engine(url, pool_pre_ping=False)
+    except (exc.ArgumentError, exc.NoSuchModuleError, ValueError) as error:
+        raise DatabaseUnavailable(url, f"unusable URL ({error})") from error
+    if engine.dialect.name == "sqlite":
+        event.listen(engine.sync_engine, "connect", _prepare_sqlite_connection)
+        event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+    return engine
+
+
+def _prepare_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
+    # Take BEGIN away from the sqlite3 module, which would defer it and so turn
+    # every writer into a reader that later fails to upgrade; we emit our own.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    # synchronous=NORMAL in WAL mode loses nothing when a process dies; only a power
+    # cut can drop the last commits, the usual trade for WAL's speed.
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "foreign_keys=ON",
+        f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _begin_sqlite_transaction(connection: Connection) -> None:
+    # IMMEDIATE takes the write lock up front, so concurrent writers queue on the
+    # busy timeout instead of failing halfway with SQLITE_BUSY.
+    read_only = connection.get_execution_options().get(READ_ONLY, False)
+    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextlib.contextmanager
+def translated_errors(url: str, new_emails: Iterable[str] = ()) -> Iterator[None]:
+    """Re-raise driver errors as ours; ``new_emails`` name a duplicate-email failure."""
+    try:
+        yield
+    except (exc.SQLAlchemyError, OSError) as error:
+        ours = translate(error, url, new_emails)
+        if ours is error:
+            raise
+        raise ours from error
+
+
+def translate(
+    error: BaseException, url: str, new_emails: Iterable[str] = ()
+) -> BaseException:
+    """Return the AllocationError that ``error`` means, or ``error`` itself."""
+    if isinstance(error, StaleDataError):
+        return ConcurrencyConflict("product", "it changed since it was read")
+    if isinstance(error, exc.IntegrityError):
+        text = str(error.orig)
+        if "users.email" in text or "uq_users_email" in text:
+            return EmailAlreadyRegistered(next(iter(new_emails), "?"))
+        # Another transaction created the same key first: running the command again
+        # sees that row and gives the precise answer (or succeeds).
+        return ConcurrencyConflict("database row", text)
+    if isinstance(error, exc.DBAPIError):
+        if _is_retryable(error):
+            return ConcurrencyConflict("database", str(error.orig))
+        return DatabaseUnavailable(_safe(url), _first_line(error.orig))
+    if isinstance(error, OSError):
+        return DatabaseUnavailable(_safe(url), str(error) or type(error).__name__)
+    return error
+
+
+def _is_retryable(error: exc.DBAPIError) -> bool:
+    text = str(error.orig).lower()
+    if "database is locked" in text or "database is busy" in text:
+        return True
+    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
+        error.orig, "pgcode", None
+    )
+    return sqlstate in _RETRYABLE_SQLSTATES
+
+
+def _first_line(error: object) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+
+
+def _safe(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except exc.ArgumentError:
+        return "<unparsable url>"

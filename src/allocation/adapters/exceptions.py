@@ -1,0 +1,32 @@
+"""Errors of the adapters, under ``AllocationError``.
+
+AllocationError
+├── SchemaOutOfDate       the database lacks migrations this code needs
+└── DatabaseUnavailable   the database cannot be reached or opened
+"""
+
+from __future__ import annotations
+
+from allocation.domain.exceptions import AllocationError
+
+
+class SchemaOutOfDate(AllocationError):
+    """Raised when the database schema is missing or behind the code's migrations."""
+
+    def __init__(self, current: str | None, expected: str) -> None:
+        self.current = current
+        self.expected = expected
+        where = "has no schema" if current is None else f"is at revision {current}"
+        super().__init__(
+            f"the database {where}, this version needs {expected}: "
+            "run `allocation db upgrade`"
+        )
+
+
+class DatabaseUnavailable(AllocationError):
+    """Raised when the database cannot be reached, opened or written."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"database {url} is unavailable: {reason}")

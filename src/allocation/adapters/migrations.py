@@ -1,0 +1,103 @@
+"""Alembic driven from code: upgrade, downgrade and the schema check (asyncio only).
+
+The migrations are the top-level ``alembic/`` folder of the repository, shipped in
+the wheel as ``allocation/migrations``, so they are found from any directory.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from allocation.adapters import database
+from allocation.adapters.exceptions import SchemaOutOfDate
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.engine import Connection
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
+
+
+def script_location() -> Path:
+    """Return the folder holding ``env.py`` and ``versions/``."""
+    for candidate in (
+        _PACKAGE_DIR / "migrations",  # installed from a wheel
+        _PACKAGE_DIR.parent.parent / "alembic",  # a checkout (editable install)
+    ):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise FileNotFoundError("the alembic migrations are missing from this install")
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """An alembic Config pointing at our migrations (no alembic.ini needed)."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location()))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    return config
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest revision the code knows."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise FileNotFoundError("no migrations found")
+    return head
+
+
+async def _run(engine: AsyncEngine, action: Callable[[Config], None]) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    with database.translated_errors(url):
+        async with engine.begin() as connection:
+
+            def run(sync_connection: Connection) -> None:
+                config = alembic_config(url)
+                # env.py migrates this open connection instead of making its own.
+                config.attributes["connection"] = sync_connection
+                action(config)
+
+            await connection.run_sync(run)
+
+
+async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
+    """Migrate the database up to ``revision``."""
+    await _run(engine, lambda config: command.upgrade(config, revision))
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Migrate the database down to ``revision`` (``base`` empties it)."""
+    await _run(engine, lambda config: command.downgrade(config, revision))
+
+
+async def check(engine: AsyncEngine) -> None:
+    """Raise if the mapping and the migrations disagree (alembic's ``check``)."""
+    await _run(engine, command.check)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The revision the database is at, None when it has no schema."""
+    url = engine.url.render_as_string(hide_password=False)
+    with database.translated_errors(url):
+        async with engine.connect() as connection:
+            return await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+
+
+async def ensure_up_to_date(engine: AsyncEngine) -> None:
+    """Raise SchemaOutOfDate, naming the fix, unless the database is at head."""
+    current = await current_revision(engine)
+    expected = head_revision()
+    if current != expected:
+        raise SchemaOutOfDate(current, expected)

@@ -1,0 +1,86 @@
+"""The notifications port: emails to their recipient, on the console or over SMTP."""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import email.message
+import logging
+
+import aiosmtplib
+
+from allocation.adapters.console import AbstractConsole, StdoutConsole
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Email:
+    """An email to send.
+
+    Attributes:
+        subject: the subject line.
+        body: the plain-text body.
+        console_line: how the console stand-in announces it, e.g. the article's
+            ``[Email Service] Отправка приветственного письма на ...``.
+    """
+
+    subject: str
+    body: str
+    console_line: str
+
+
+class AbstractNotifications(abc.ABC):
+    """Port for messages to people."""
+
+    @abc.abstractmethod
+    async def send(self, destination: str, message: Email) -> None:
+        """Deliver ``message`` to ``destination`` (an email address)."""
+
+
+class ConsoleNotifications(AbstractNotifications):
+    """The default: announces each email on the console instead of sending it."""
+
+    def __init__(self, console: AbstractConsole | None = None) -> None:
+        self._console = console or StdoutConsole()
+
+    async def send(self, destination: str, message: Email) -> None:
+        self._console.write(message.console_line)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    """Where and how to send mail."""
+
+    host: str
+    port: int = 25
+    sender: str = "allocation@localhost"
+    username: str | None = None
+    password: str | None = None
+    start_tls: bool = False
+    timeout: float = 10.0
+
+
+class SmtpNotifications(AbstractNotifications):
+    """Sends real emails through an SMTP server (aiosmtplib; asyncio only)."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self._settings = settings
+
+    async def send(self, destination: str, message: Email) -> None:
+        mail = email.message.EmailMessage()
+        mail["From"] = self._settings.sender
+        mail["To"] = destination
+        mail["Subject"] = message.subject
+        mail.set_content(message.body)
+        settings = self._settings
+        await aiosmtplib.send(
+            mail,
+            hostname=settings.host,
+            port=settings.port,
+            username=settings.username,
+            password=settings.password,
+            start_tls=settings.start_tls,
+            timeout=settings.timeout,
+        )
+        logger.info("sent %r to %s", message.subject, destination)

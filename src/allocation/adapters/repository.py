@@ -1,0 +1,122 @@
+"""Repositories: collections of aggregates that remember which ones they handed out."""
+
+from __future__ import annotations
+
+import abc
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+from sqlalchemy import select
+
+from allocation.adapters import orm
+from allocation.domain import model, users
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+AggregateT = TypeVar("AggregateT", model.Product, users.User)
+
+
+class AbstractRepository(abc.ABC, Generic[AggregateT]):
+    """Port for one aggregate type; ``seen`` lists what the unit of work must collect."""
+
+    def __init__(self) -> None:
+        self.seen: dict[int, AggregateT] = {}
+
+    def add(self, aggregate: AggregateT) -> None:
+        """Stage a new aggregate; it is written when the unit of work commits."""
+        self._add(aggregate)
+        self._see(aggregate)
+
+    def _see(self, aggregate: AggregateT | None) -> AggregateT | None:
+        # Keyed by identity: two objects with one key would be a bug worth seeing.
+        if aggregate is not None:
+            self.seen[id(aggregate)] = aggregate
+        return aggregate
+
+    @abc.abstractmethod
+    def _add(self, aggregate: AggregateT) -> None:
+        raise NotImplementedError
+
+
+class AbstractProductRepository(AbstractRepository[model.Product]):
+    """Products by sku or by the reference of one of their batches."""
+
+    async def get(self, sku: str) -> model.Product | None:
+        return self._see(await self._get(sku))
+
+    async def get_by_batchref(self, ref: str) -> model.Product | None:
+        return self._see(await self._get_by_batchref(ref))
+
+    @abc.abstractmethod
+    async def _get(self, sku: str) -> model.Product | None:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def _get_by_batchref(self, ref: str) -> model.Product | None:
+        raise NotImplementedError
+
+
+class AbstractUserRepository(AbstractRepository[users.User]):
+    """Users by id or by normalised email."""
+
+    async def get(self, user_id: str) -> users.User | None:
+        return self._see(await self._get(user_id))
+
+    async def get_by_email(self, email: str) -> users.User | None:
+        return self._see(await self._get_by_email(users.normalise_email(email)))
+
+    @abc.abstractmethod
+    async def _get(self, user_id: str) -> users.User | None:
+        raise NotImplementedError
+
+    @abc.abstractmethod
+    async def _get_by_email(self, email: str) -> users.User | None:
+        raise NotImplementedError
+
+
+class SqlAlchemyProductRepository(AbstractProductRepository):
+    """Products in a SQL database (asyncio only)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        super().__init__()
+        self._session = session
+
+    def _add(self, aggregate: model.Product) -> None:
+        self._session.add(aggregate)
+
+    async def _get(self, sku: str) -> model.Product | None:
+        # FOR UPDATE makes PostgreSQL writers of one product queue instead of failing
+        # the version check; SQLite ignores it and queues on BEGIN IMMEDIATE instead.
+        query = (
+            select(model.Product)
+            .where(orm.products.c.sku == sku)
+            .with_for_update(of=orm.products)
+        )
+        return (await self._session.scalars(query)).one_or_none()
+
+    async def _get_by_batchref(self, ref: str) -> model.Product | None:
+        query = (
+            select(model.Product)
+            .join(orm.batches, orm.batches.c.sku == orm.products.c.sku)
+            .where(orm.batches.c.reference == ref)
+            .with_for_update(of=orm.products)
+        )
+        return (await self._session.scalars(query)).one_or_none()
+
+
+class SqlAlchemyUserRepository(AbstractUserRepository):
+    """Users in a SQL database (asyncio only)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        super().__init__()
+        self._session = session
+
+    def _add(self, aggregate: users.User) -> None:
+        self._session.add(aggregate)
+
+    async def _get(self, user_id: str) -> users.User | None:
+        return await self._session.get(users.User, user_id)
+
+    async def _get_by_email(self, email: str) -> users.User | None:
+        query = select(users.User).where(orm.users_table.c.email == email)
+        return (await self._session.scalars(query)).one_or_none()

@@ -1,0 +1,115 @@
+"""Builds the message bus: adapters wired into handlers, once, at start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from allocation import config
+from allocation.adapters import database, migrations, orm
+from allocation.adapters.console import AbstractConsole, StdoutConsole
+from allocation.adapters.notifications import (
+    AbstractNotifications,
+    ConsoleNotifications,
+    SmtpNotifications,
+)
+from allocation.service_layer import handlers, messagebus, unit_of_work
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+
+@contextlib.asynccontextmanager
+async def bootstrap(
+    *,
+    uow: unit_of_work.AbstractUnitOfWork | messagebus.UowFactory | None = None,
+    notifications: AbstractNotifications | None = None,
+    console: AbstractConsole | None = None,
+    settings: config.Settings | None = None,
+    check_schema: bool = True,
+    **dependencies: Any,
+) -> AsyncIterator[messagebus.MessageBus]:
+    """Yield a ready MessageBus; leaving the block stops background work cleanly.
+
+    Args:
+        uow: a unit-of-work instance shared by every handler call (what tests pass),
+            or a zero-argument factory (a fresh one per call). None: a
+            SqlAlchemyUnitOfWork factory on ``settings.database_url``.
+        notifications: where emails go; by default SMTP when SMTP_HOST is set,
+            else the console.
+        console: where the service lines go; standard output by default.
+        settings: read from the environment when not given.
+        check_schema: refuse to start on a database whose schema is not at head.
+        dependencies: further handler dependencies, by parameter name.
+
+    Raises:
+        SchemaOutOfDate: the database needs ``allocation db upgrade``.
+        DatabaseUnavailable: the database cannot be reached.
+    """
+    settings = settings or config.Settings.from_environment()
+    console = console or StdoutConsole()
+    if notifications is None:
+        notifications = (
+            SmtpNotifications(settings.smtp)
+            if settings.smtp is not None
+            else ConsoleNotifications(console)
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        if uow is None:
+            uow_factory = await _sql_unit_of_work_factory(settings, check_schema, stack)
+        elif isinstance(uow, unit_of_work.AbstractUnitOfWork):
+            shared = uow
+            uow_factory = functools.partial(_same, shared)
+        else:
+            uow_factory = uow
+        bus = messagebus.MessageBus(
+            uow_factory=uow_factory,
+            command_handlers=handlers.COMMAND_HANDLERS,
+            event_handlers=handlers.EVENT_HANDLERS,
+            dependencies={
+                "notifications": notifications,
+                "console": console,
+                "stock_desk_email": settings.stock_desk_email,
+                **dependencies,
+            },
+            retry=messagebus.RetryPolicy(
+                attempts=settings.retry_attempts,
+                first_delay=settings.retry_delay,
+                conflict_retries=settings.conflict_retries,
+            ),
+        )
+        # The body runs inside the task group that will own background work, but its
+        # exception is carried out of the group and re-raised as itself, never
+        # wrapped in an ExceptionGroup.
+        body_error: BaseException | None = None
+        async with anyio.create_task_group() as task_group:
+            try:
+                yield bus
+            except BaseException as error:  # noqa: BLE001 - re-raised below, outside the group
+                body_error = error
+            finally:
+                task_group.cancel_scope.cancel()
+        if body_error is not None:
+            raise body_error
+
+
+async def _sql_unit_of_work_factory(
+    settings: config.Settings, check_schema: bool, stack: contextlib.AsyncExitStack
+) -> messagebus.UowFactory:
+    orm.start_mappers()
+    engine = database.create_engine(settings.database_url)
+    stack.push_async_callback(engine.dispose)
+    if check_schema:
+        await migrations.ensure_up_to_date(engine)
+    session_factory = async_sessionmaker(
+        engine, class_=AsyncSession, expire_on_commit=False
+    )
+    return functools.partial(unit_of_work.SqlAlchemyUnitOfWork, session_factory)
+
+
+def _same(uow: unit_of_work.AbstractUnitOfWork) -> unit_of_work.AbstractUnitOfWork:
+    return uow

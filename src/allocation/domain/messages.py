@@ -1,0 +1,75 @@
+"""The base of commands and events: a stable type name and a JSON-safe payload."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import typing
+from typing import Any, ClassVar, Self
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Message:
+    """A command or an event.
+
+    Subclasses set ``TYPE``, the name under which the message is logged and
+    published; it must never change once messages of that type are stored.
+    """
+
+    TYPE: ClassVar[str] = ""
+    _registry: ClassVar[dict[str, type[Message]]] = {}
+
+    def __init_subclass__(cls) -> None:
+        # No super() call: slots=True rebuilds the class, which breaks its __class__ cell.
+        if not cls.TYPE:
+            return
+        known = Message._registry.get(cls.TYPE)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"message type {cls.TYPE!r} is used by {known} and {cls}")
+        Message._registry[cls.TYPE] = cls
+
+    def to_payload(self) -> dict[str, Any]:
+        """Return the fields as a dict that ``json.dumps`` accepts."""
+        payload: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, datetime.date):
+                value = value.isoformat()
+            elif not isinstance(value, _JSON_SCALARS):
+                raise TypeError(f"{type(self).__name__}.{field.name} is not JSON-safe")
+            payload[field.name] = value
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> Self:
+        """Rebuild a message from what ``to_payload`` returned."""
+        values = dict(payload)
+        for name in cls._fields_holding_dates():
+            if isinstance(values.get(name), str):
+                values[name] = datetime.date.fromisoformat(values[name])
+        return cls(**values)
+
+    @classmethod
+    def _fields_holding_dates(cls) -> frozenset[str]:
+        # Resolved once per class: get_type_hints is slow and the answer never changes.
+        cached = cls.__dict__.get("_date_fields_cache")
+        if cached is None:
+            hints = typing.get_type_hints(cls)
+            cached = frozenset(
+                field.name
+                for field in dataclasses.fields(cls)
+                if _holds_date(hints.get(field.name))
+            )
+            type.__setattr__(cls, "_date_fields_cache", cached)
+        return typing.cast("frozenset[str]", cached)
+
+
+def _holds_date(hint: object) -> bool:
+    return hint is datetime.date or datetime.date in typing.get_args(hint)
+
+
+def message_class(type_name: str) -> type[Message]:
+    """Return the message class registered under ``type_name`` (KeyError if none)."""
+    return Message._registry[type_name]

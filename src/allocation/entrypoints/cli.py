@@ -1,0 +1,238 @@
+"""The ``allocation`` command: the article's demo, database upkeep and the use cases."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import logging
+import sys
+from typing import TYPE_CHECKING, NoReturn
+
+import anyio
+
+from allocation import config, views
+from allocation.adapters import database, migrations
+from allocation.bootstrap import bootstrap
+from allocation.domain.exceptions import AllocationError, EmailAlreadyRegistered
+from allocation.service_layer import services
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
+logger = logging.getLogger("allocation")
+
+# The article's scenario: two registrations through the bus.
+DEMO_USERS = (("Иван", "ivan@example.com"), ("Мария", "maria@example.com"))
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        print(
+            f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr
+        )
+        raise SystemExit(2)
+
+
+def _quantity(minimum: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"invalid quantity {raw!r}: must be a whole number >= {minimum}"
+            )
+        return value
+
+    return parse
+
+
+def _date(raw: str) -> datetime.date:
+    try:
+        return datetime.date.fromisoformat(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid date {raw!r}: expected YYYY-MM-DD"
+        ) from None
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="allocation",
+        description="Event-driven allocation and users service (Cosmic Python on AnyIO).",
+        epilog="The database is DATABASE_URL (default: allocation.db in this directory).",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    commands = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser
+    )
+
+    commands.add_parser(
+        "demo", help="migrate the database and play the article's scenario"
+    )
+
+    db = commands.add_parser("db", help="database schema upkeep")
+    db_actions = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    upgrade = db_actions.add_parser("upgrade", help="migrate up (to head by default)")
+    upgrade.add_argument("revision", nargs="?", default="head")
+    downgrade = db_actions.add_parser("downgrade", help="migrate down to REVISION")
+    downgrade.add_argument("revision")
+    db_actions.add_parser("current", help="show the revision the database is at")
+
+    register = commands.add_parser("register-user", help="register a user")
+    register.add_argument("name")
+    register.add_argument("email")
+
+    add_batch = commands.add_parser("add-batch", help="add a batch of stock")
+    add_batch.add_argument("ref")
+    add_batch.add_argument("sku")
+    add_batch.add_argument("qty", type=_quantity(0))
+    add_batch.add_argument("--eta", type=_date, help="arrival date, YYYY-MM-DD")
+
+    allocate = commands.add_parser("allocate", help="allocate an order line")
+    allocate.add_argument("orderid")
+    allocate.add_argument("sku")
+    allocate.add_argument("qty", type=_quantity(1))
+
+    change = commands.add_parser(
+        "change-batch-quantity",
+        help="set a batch's quantity (reallocates what no longer fits)",
+    )
+    change.add_argument("ref")
+    change.add_argument("qty", type=_quantity(0))
+
+    allocations = commands.add_parser("allocations", help="show an order's allocations")
+    allocations.add_argument("orderid")
+    return parser
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    settings = config.Settings.from_environment()
+    await _upgrade(settings, "head", quiet=True)
+    async with bootstrap(settings=settings) as bus:
+        for name, email in DEMO_USERS:
+            try:
+                await services.register_user(bus, name, email)
+            except EmailAlreadyRegistered:
+                print(
+                    f"{name} <{email}> is already registered in this database: "
+                    "nothing to do (use a new DATABASE_URL to replay the scenario)"
+                )
+    return 0
+
+
+async def _upgrade(settings: config.Settings, revision: str, *, quiet: bool) -> None:
+    engine = database.create_engine(settings.database_url)
+    try:
+        await migrations.upgrade(engine, revision)
+        if not quiet:
+            print(f"database at revision {await migrations.current_revision(engine)}")
+    finally:
+        await engine.dispose()
+
+
+async def _db(args: argparse.Namespace) -> int:
+    settings = config.Settings.from_environment()
+    if args.action == "upgrade":
+        await _upgrade(settings, args.revision, quiet=False)
+        return 0
+    engine = database.create_engine(settings.database_url)
+    try:
+        if args.action == "downgrade":
+            await migrations.downgrade(engine, args.revision)
+        current = await migrations.current_revision(engine)
+        print(f"database at revision {current or 'base (no schema)'}")
+    finally:
+        await engine.dispose()
+    return 0
+
+
+async def _register_user(args: argparse.Namespace) -> int:
+    async with bootstrap() as bus:
+        user_id = await services.register_user(bus, args.name, args.email)
+    print(f"registered user {user_id}")
+    return 0
+
+
+async def _add_batch(args: argparse.Namespace) -> int:
+    async with bootstrap() as bus:
+        await services.add_batch(bus, args.ref, args.sku, args.qty, args.eta)
+    arrival = f"arriving {args.eta.isoformat()}" if args.eta else "in stock"
+    print(f"added batch {args.ref}: {args.qty} x {args.sku}, {arrival}")
+    return 0
+
+
+async def _allocate(args: argparse.Namespace) -> int:
+    async with bootstrap() as bus:
+        batchref = await services.allocate(bus, args.orderid, args.sku, args.qty)
+    if batchref is None:
+        print(
+            f"out of stock: no batch of {args.sku} can take {args.qty} (order {args.orderid})"
+        )
+    else:
+        print(
+            f"allocated {args.qty} x {args.sku} of order {args.orderid} to batch {batchref}"
+        )
+    return 0
+
+
+async def _change_batch_quantity(args: argparse.Namespace) -> int:
+    async with bootstrap() as bus:
+        await services.change_batch_quantity(bus, args.ref, args.qty)
+    print(f"batch {args.ref} now holds {args.qty}")
+    return 0
+
+
+async def _allocations(args: argparse.Namespace) -> int:
+    async with bootstrap() as bus:
+        rows = await views.allocations(args.orderid, bus.uow_factory())
+    if not rows:
+        print(f"order {args.orderid} has no allocations")
+    for row in rows:
+        print(f"{row['sku']}\t{row['batchref']}")
+    return 0
+
+
+_ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "demo": _demo,
+    "db": _db,
+    "register-user": _register_user,
+    "add-batch": _add_batch,
+    "allocate": _allocate,
+    "change-batch-quantity": _change_batch_quantity,
+    "allocations": _allocations,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (1 for a user error)."""
+    if (sys.stdout.encoding or "").lower().replace("-", "") != "utf8":
+        # The article's lines are Cyrillic: never let a C locale turn them into an error.
+        sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]  # a TextIOWrapper
+    args = _build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    action = _ACTIONS[args.command]
+    try:
+        return anyio.run(action, args, backend="asyncio")
+    except AllocationError as error:
+        print(f"allocation: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("allocation: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # the entrypoint boundary: one line, details on -v
+        logger.debug("unexpected failure", exc_info=error)
+        print(
+            f"allocation: unexpected error: {type(error).__name__}: {error}"
+            " (run with -v for details)",
+            file=sys.stderr,
+        )
+        if args.verbose:
+            logger.exception("traceback")
+        return 70

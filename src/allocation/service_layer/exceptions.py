@@ -1,0 +1,35 @@
+"""Errors of the service layer, under ``AllocationError``.
+
+AllocationError
+├── InvalidSku        an order names a sku that has no batches
+├── UnknownBatch      a batch reference that does not exist
+└── UnknownMessage    the bus was handed something it has no handler for
+"""
+
+from __future__ import annotations
+
+from allocation.domain.exceptions import AllocationError
+
+
+class InvalidSku(AllocationError):
+    """Raised when an order line names a sku that no batch holds."""
+
+    def __init__(self, sku: str) -> None:
+        self.sku = sku
+        super().__init__(f"invalid sku {sku!r}: no batch holds it")
+
+
+class UnknownBatch(AllocationError):
+    """Raised when a command names a batch reference that does not exist."""
+
+    def __init__(self, reference: str) -> None:
+        self.reference = reference
+        super().__init__(f"unknown batch {reference!r}")
+
+
+class UnknownMessage(AllocationError):
+    """Raised when the bus gets a message it has no handler for, or no message at all."""
+
+    def __init__(self, message: object) -> None:
+        self.message = message
+        super().__init__(f"no handler for {type(message).__name__}: {message!r}")

@@ -51,9 +51,7 @@ class Settings:
                 start_tls=env.get("SMTP_STARTTLS", "").lower() in {"1", "true", "yes"},
             )
         return cls(
-            database_url=normalise_database_url(
-                env.get("DATABASE_URL") or DEFAULT_DATABASE_URL
-            ),
+            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
             retry_attempts=_read(
                 env,
                 "ALLOCATION_RETRY_ATTEMPTS",
@@ -78,18 +76,6 @@ class Settings:
                 "ALLOCATION_STOCK_DESK_EMAIL", "stock@example.com"
             ),
         )
-
-
-def normalise_database_url(url: str) -> str:
-    """Add the async driver to plain ``sqlite://`` and ``postgresql://`` URLs."""
-    for plain, with_driver in (
-        ("sqlite://", "sqlite+aiosqlite://"),
-        ("postgresql://", "postgresql+asyncpg://"),
-        ("postgres://", "postgresql+asyncpg://"),
-    ):
-        if url.startswith(plain):
-            return with_driver + url[len(plain) :]
-    return url
 
 
 _Number = TypeVar("_Number", int, float)

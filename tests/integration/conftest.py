@@ -47,7 +47,7 @@ async def database_url(
     if request.param == "sqlite":
         path: Path = tmp_path_factory.mktemp("sqlite") / "allocation.db"
         return f"sqlite+aiosqlite:///{path}"
-    url = config.normalise_database_url(
+    url = database.normalise_database_url(
         os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
     )
     await _probe(url)

@@ -5,10 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import text
 
 from allocation import config
 from allocation.adapters import database, migrations
-from allocation.adapters.exceptions import SchemaOutOfDate
+from allocation.adapters.exceptions import (
+    MigrationFailed,
+    SchemaOutOfDate,
+    SchemaTooNew,
+)
 from allocation.bootstrap import bootstrap
 
 if TYPE_CHECKING:
@@ -46,3 +51,41 @@ async def test_bootstrap_refuses_a_database_behind_head(tmp_path: Path) -> None:
         async with bootstrap(settings=config.Settings(database_url=url)):
             pass
     assert raised.value.expected == migrations.head_revision()
+
+
+@pytest.mark.sqlite
+async def test_bootstrap_does_not_create_a_missing_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    with pytest.raises(SchemaOutOfDate):
+        async with bootstrap(
+            settings=config.Settings(database_url=f"sqlite:///{path}")
+        ):
+            pass
+    assert not path.exists()
+
+
+@pytest.mark.sqlite
+async def test_a_database_from_a_newer_version_is_named_as_such(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'newer.db'}"
+    engine = database.create_engine(url)
+    try:
+        await migrations.upgrade(engine)
+        async with engine.begin() as connection:
+            await connection.execute(
+                text("UPDATE alembic_version SET version_num = 'f00'")
+            )
+    finally:
+        await engine.dispose()
+    with pytest.raises(SchemaTooNew, match="newer version"):
+        async with bootstrap(settings=config.Settings(database_url=url)):
+            pass
+
+
+@pytest.mark.sqlite
+async def test_an_unknown_revision_is_a_clear_migration_error(tmp_path: Path) -> None:
+    engine = database.create_engine(f"sqlite+aiosqlite:///{tmp_path / 'x.db'}")
+    try:
+        with pytest.raises(MigrationFailed, match="zzz"):
+            await migrations.downgrade(engine, "zzz")
+    finally:
+        await engine.dispose()

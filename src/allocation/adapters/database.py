@@ -29,11 +29,33 @@ SQLITE_BUSY_TIMEOUT_MS = 15_000
 _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
 
 
+def normalise_database_url(url: str) -> str:
+    """Add the async driver to plain ``sqlite://`` and ``postgresql://`` URLs."""
+    for plain, with_driver in (
+        ("sqlite://", "sqlite+aiosqlite://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+    ):
+        if url.startswith(plain):
+            return with_driver + url[len(plain) :]
+    return url
+
+
 def create_engine(url: str) -> AsyncEngine:
-    """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys."""
+    """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys.
+
+    Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers.
+    """
+    url = normalise_database_url(url)
     try:
-        engine = create_async_engine(url, pool_pre_ping=False)
-    except (exc.ArgumentError, exc.NoSuchModuleError, ValueError) as error:
+        engine = create_async_engine(url)
+    except (
+        exc.ArgumentError,
+        exc.NoSuchModuleError,
+        exc.InvalidRequestError,
+        ImportError,
+        ValueError,
+    ) as error:
         raise DatabaseUnavailable(url, f"unusable URL ({error})") from error
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _prepare_sqlite_connection)

@@ -2,6 +2,8 @@
 
 AllocationError
 ├── SchemaOutOfDate       the database lacks migrations this code needs
+│   └── SchemaTooNew      it was migrated by a newer version
+├── MigrationFailed       alembic refused, e.g. an unknown revision
 └── DatabaseUnavailable   the database cannot be reached or opened
 """
 
@@ -21,6 +23,27 @@ class SchemaOutOfDate(AllocationError):
             f"the database {where}, this version needs {expected}: "
             "run `allocation db upgrade`"
         )
+
+
+class SchemaTooNew(SchemaOutOfDate):
+    """Raised when the database was migrated by a newer version of the application."""
+
+    def __init__(self, current: str, expected: str) -> None:
+        self.current = current
+        self.expected = expected
+        AllocationError.__init__(
+            self,
+            f"the database is at revision {current}, which this version does not know "
+            f"(it needs {expected}): it was migrated by a newer version of allocation",
+        )
+
+
+class MigrationFailed(AllocationError):
+    """Raised when a migration command cannot run, e.g. for an unknown revision."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"migration failed: {reason}")
 
 
 class DatabaseUnavailable(AllocationError):

@@ -14,9 +14,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 
 from allocation.adapters import database
-from allocation.adapters.exceptions import SchemaOutOfDate
+from allocation.adapters.exceptions import (
+    MigrationFailed,
+    SchemaOutOfDate,
+    SchemaTooNew,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -48,9 +53,13 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 @functools.cache
+def _scripts() -> ScriptDirectory:
+    return ScriptDirectory.from_config(alembic_config())
+
+
 def head_revision() -> str:
     """The newest revision the code knows."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    head = _scripts().get_current_head()
     if head is None:
         raise FileNotFoundError("no migrations found")
     return head
@@ -65,7 +74,10 @@ async def _run(engine: AsyncEngine, action: Callable[[Config], None]) -> None:
                 config = alembic_config(url)
                 # env.py migrates this open connection instead of making its own.
                 config.attributes["connection"] = sync_connection
-                action(config)
+                try:
+                    action(config)
+                except CommandError as error:
+                    raise MigrationFailed(str(error)) from error
 
             await connection.run_sync(run)
 
@@ -97,7 +109,27 @@ async def current_revision(engine: AsyncEngine) -> str | None:
 
 async def ensure_up_to_date(engine: AsyncEngine) -> None:
     """Raise SchemaOutOfDate, naming the fix, unless the database is at head."""
-    current = await current_revision(engine)
     expected = head_revision()
-    if current != expected:
-        raise SchemaOutOfDate(current, expected)
+    if _is_missing_sqlite_file(engine):
+        # Connecting would create an empty file the user never asked for.
+        raise SchemaOutOfDate(None, expected)
+    current = await current_revision(engine)
+    if current == expected:
+        return
+    if current is not None and not _is_known(current):
+        raise SchemaTooNew(current, expected)
+    raise SchemaOutOfDate(current, expected)
+
+
+def _is_known(revision: str) -> bool:
+    try:
+        return _scripts().get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def _is_missing_sqlite_file(engine: AsyncEngine) -> bool:
+    name = engine.url.database
+    if engine.dialect.name != "sqlite" or not name or name == ":memory:":
+        return False
+    return not Path(name).exists()

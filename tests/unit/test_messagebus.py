@@ -50,7 +50,9 @@ def make_bus(
     uow: FakeUnitOfWork | None = None,
 ) -> MessageBus:
     shared = uow or FakeUnitOfWork()
-    handlers = {DoThing: command_handler} if command_handler else {}
+    handlers: dict[type[commands.Command], Callable[..., Awaitable[Any]]] = (
+        {DoThing: command_handler} if command_handler else {}
+    )
     return MessageBus(
         uow_factory=lambda: shared,
         command_handlers=handlers,

@@ -44,12 +44,15 @@ class InvalidName(AllocationError):
 
 
 class BlankIdentifier(AllocationError):
-    """Raised when a reference, sku or order id is empty or too long."""
+    """Raised when a reference, sku or order id is empty, padded or too long."""
 
     def __init__(self, field: str, value: str) -> None:
         self.field = field
         self.value = value
-        super().__init__(f"invalid {field} {value!r}: must be 1 to 255 characters")
+        super().__init__(
+            f"invalid {field} {value!r}: must be 1 to 255 characters, "
+            "without leading or trailing spaces"
+        )
 
 
 class EmailAlreadyRegistered(AllocationError):

@@ -14,11 +14,19 @@ _MAX_IDENTIFIER = 255
 
 
 def check_identifier(field: str, value: str) -> str:
-    """Return ``value`` stripped, or raise BlankIdentifier when it is unusable."""
-    stripped = value.strip() if isinstance(value, str) else ""
-    if not stripped or len(stripped) > _MAX_IDENTIFIER:
+    """Return ``value``, or raise BlankIdentifier when it is unusable.
+
+    Surrounding spaces are refused rather than trimmed: a trimmed write would be
+    found by no lookup that used the same untrimmed text.
+    """
+    if (
+        not isinstance(value, str)
+        or not value
+        or value != value.strip()
+        or len(value) > _MAX_IDENTIFIER
+    ):
         raise exceptions.BlankIdentifier(field, str(value))
-    return stripped
+    return value
 
 
 def check_quantity(qty: object, *, minimum: int) -> int:

@@ -350,3 +350,9 @@ def test_padded_identifiers_are_refused(padded: str) -> None:
     """A trimmed write would be missed by every lookup of the same padded text."""
     with pytest.raises(exceptions.BlankIdentifier, match="leading or trailing spaces"):
         model.OrderLine(padded, "sku-1", 1)
+
+
+def test_a_quantity_beyond_what_the_database_holds_is_refused() -> None:
+    """Regression (issue 2): 10**20 crashed the SQLite driver instead of being refused."""
+    with pytest.raises(exceptions.InvalidQuantity, match="100000000000000000000"):
+        model.Batch("b1", "sku-1", 10**20)

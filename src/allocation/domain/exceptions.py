@@ -19,11 +19,12 @@ class AllocationError(Exception):
 class InvalidQuantity(AllocationError):
     """Raised when a quantity is not a whole number in the allowed range."""
 
-    def __init__(self, qty: object, *, minimum: int) -> None:
+    def __init__(self, qty: object, *, minimum: int, maximum: int) -> None:
         self.qty = qty
         self.minimum = minimum
+        self.maximum = maximum
         super().__init__(
-            f"invalid quantity {qty!r}: must be a whole number >= {minimum}"
+            f"invalid quantity {qty!r}: must be a whole number from {minimum} to {maximum}"
         )
 
 

@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     import datetime
 
 _MAX_IDENTIFIER = 255
+# The largest value a 32-bit INTEGER column holds, on SQLite and PostgreSQL alike.
+MAX_QUANTITY = 2**31 - 1
 
 
 def check_identifier(field: str, value: str) -> str:
@@ -30,9 +32,13 @@ def check_identifier(field: str, value: str) -> str:
 
 
 def check_quantity(qty: object, *, minimum: int) -> int:
-    """Return ``qty`` when it is a whole number >= ``minimum``, else raise."""
-    if isinstance(qty, bool) or not isinstance(qty, int) or qty < minimum:
-        raise exceptions.InvalidQuantity(qty, minimum=minimum)
+    """Return ``qty`` when it is a whole number from ``minimum`` to MAX_QUANTITY."""
+    if (
+        isinstance(qty, bool)
+        or not isinstance(qty, int)
+        or not minimum <= qty <= MAX_QUANTITY
+    ):
+        raise exceptions.InvalidQuantity(qty, minimum=minimum, maximum=MAX_QUANTITY)
     return qty
 
 

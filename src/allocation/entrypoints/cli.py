@@ -13,7 +13,12 @@ import anyio
 from allocation import config, views
 from allocation.adapters import database, migrations
 from allocation.bootstrap import bootstrap
-from allocation.domain.exceptions import AllocationError, EmailAlreadyRegistered
+from allocation.domain import model
+from allocation.domain.exceptions import (
+    AllocationError,
+    EmailAlreadyRegistered,
+    InvalidQuantity,
+)
 from allocation.service_layer import services
 
 if TYPE_CHECKING:
@@ -38,14 +43,11 @@ class _Parser(argparse.ArgumentParser):
 def _quantity(minimum: int) -> Callable[[str], int]:
     def parse(raw: str) -> int:
         try:
-            value = int(raw)
-        except ValueError:
-            value = minimum - 1
-        if value < minimum:
+            return model.check_quantity(int(raw), minimum=minimum)
+        except (ValueError, InvalidQuantity):
             raise argparse.ArgumentTypeError(
-                f"invalid quantity {raw!r}: must be a whole number >= {minimum}"
-            )
-        return value
+                str(InvalidQuantity(raw, minimum=minimum, maximum=model.MAX_QUANTITY))
+            ) from None
 
     return parse
 

@@ -1,0 +1,139 @@
+"""Real processes: the installed ``allocation`` command, run as a user would."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+# The console script pip put next to this interpreter, as a user's shell finds it.
+SCRIPT = (str(Path(sys.executable).parent / "allocation"),)
+MODULE = (sys.executable, "-m", "allocation")
+# Settings the developer's shell may hold that would steer the command away from
+# the default database and the console notifications these tests expect.
+_SCRUBBED = ("DATABASE_URL", "PYTHONIOENCODING", "PYTHONPATH", "SMTP_HOST")
+
+
+@dataclasses.dataclass(frozen=True)
+class Cli:
+    """Runs the command in ``cwd`` with a clean environment."""
+
+    cwd: Path
+    env: dict[str, str]
+    launcher: tuple[str, ...] = SCRIPT
+
+    def __call__(
+        self, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.launcher, *args],
+            cwd=self.cwd,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            encoding="utf-8",
+            timeout=60,
+            check=False,
+        )
+
+    def ok(self, *args: str) -> list[str]:
+        """Run a command that must succeed quietly; return its stdout lines."""
+        result = self(*args)
+        assert (result.returncode, result.stderr) == (0, ""), result
+        return result.stdout.splitlines()
+
+    @property
+    def database(self) -> Path:
+        return self.cwd / "allocation.db"
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """Assert a failure explained in exactly one line on stderr; return that line."""
+    assert result.returncode != 0, result
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def snapshot(database: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table, to prove a failed command changed nothing."""
+    connection = sqlite3.connect(database)
+    try:
+        tables = [
+            name
+            for (name,) in connection.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+            )
+        ]
+        return {
+            table: sorted(
+                connection.execute(f'SELECT * FROM "{table}"').fetchall(), key=repr
+            )
+            for table in tables
+        }
+    finally:
+        connection.close()
+
+
+def _clean_environment() -> dict[str, str]:
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in _SCRUBBED and not name.startswith("ALLOCATION_")
+    }
+    # A UTF-8 locale as on a user's machine; warnings as errors, as in this suite,
+    # so an unclosed connection or a deprecation shows up on stderr.
+    return env | {"LC_ALL": "C.UTF-8", "PYTHONWARNINGS": "error"}
+
+
+def _cli_in(directory: Path) -> Cli:
+    assert not directory.is_relative_to(REPOSITORY)
+    return Cli(cwd=directory, env=_clean_environment())
+
+
+def _copy_database(source: Cli, directory: Path) -> Cli:
+    for file in source.cwd.glob("allocation.db*"):
+        shutil.copy2(file, directory / file.name)
+    return _cli_in(directory)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    """The command in a fresh, empty directory outside the repository."""
+    return _cli_in(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    template = _cli_in(tmp_path_factory.mktemp("migrated"))
+    template.ok("db", "upgrade")
+    return template
+
+
+@pytest.fixture(scope="session")
+def _seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Cli:
+    template = _cli_in(tmp_path_factory.mktemp("seeded"))
+    template.ok("db", "upgrade")
+    template.ok("add-batch", "warehouse", "LAMP", "10")
+    template.ok("allocate", "o1", "LAMP", "3")
+    template.ok("register-user", "Иван", "ivan@example.com")
+    return template
+
+
+@pytest.fixture
+def migrated(_migrated_template: Cli, tmp_path: Path) -> Cli:
+    """The command on a database already at the newest schema (a copy, made once)."""
+    return _copy_database(_migrated_template, tmp_path)
+
+
+@pytest.fixture
+def seeded(_seeded_template: Cli, tmp_path: Path) -> Cli:
+    """A migrated database holding batch ``warehouse`` (10 LAMP, 3 to order ``o1``) and Иван."""
+    return _copy_database(_seeded_template, tmp_path)

@@ -13,13 +13,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm.exc import StaleDataError
 
+from allocation.adapters import sqlite_driver
 from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.domain.exceptions import ConcurrencyConflict, EmailAlreadyRegistered
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
 
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import URL, Connection
+    from sqlalchemy.pool import PoolResetState
 
 # Execution option that makes a SQLite transaction begin DEFERRED (a reader that does
 # not hold the write lock); every other transaction begins IMMEDIATE.
@@ -44,11 +46,17 @@ def normalise_database_url(url: str) -> str:
 def create_engine(url: str) -> AsyncEngine:
     """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys.
 
-    Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers.
+    Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers. SQLite
+    runs through our one-trip aiosqlite adapter (see ``sqlite_driver``).
     """
     url = normalise_database_url(url)
+    options: dict[str, Any] = {}
+    if url.startswith("sqlite+aiosqlite:"):
+        # Our UoW always ends its transaction, so the pool's unconditional
+        # rollback on return is replaced by one that runs only when needed.
+        options = {"module": sqlite_driver.dbapi(), "pool_reset_on_return": None}
     try:
-        engine = create_async_engine(url)
+        engine = create_async_engine(url, **options)
     except (
         exc.ArgumentError,
         exc.NoSuchModuleError,
@@ -60,6 +68,8 @@ def create_engine(url: str) -> AsyncEngine:
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _prepare_sqlite_connection)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
+        if options:
+            event.listen(engine.sync_engine, "reset", _reset_sqlite_connection)
     return engine
 
 
@@ -84,16 +94,28 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     # IMMEDIATE takes the write lock up front, so concurrent writers queue on the
     # busy timeout instead of failing halfway with SQLITE_BUSY.
     read_only = connection.get_execution_options().get(READ_ONLY, False)
-    connection.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+    mode = "DEFERRED" if read_only else "IMMEDIATE"
+    dbapi_connection = connection.connection.dbapi_connection
+    if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
+        dbapi_connection.begin(mode)
+    else:
+        connection.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _reset_sqlite_connection(
+    dbapi_connection: Any, _record: object, reset_state: PoolResetState
+) -> None:
+    if not reset_state.terminate_only and dbapi_connection.in_transaction:
+        dbapi_connection.rollback()
 
 
 @contextlib.contextmanager
-def translated_errors(url: str, new_emails: Iterable[str] = ()) -> Iterator[None]:
+def translated_errors(url: str | URL, new_emails: Iterable[str] = ()) -> Iterator[None]:
     """Re-raise driver errors as ours; ``new_emails`` name a duplicate-email failure."""
     try:
         yield
     except (exc.SQLAlchemyError, OSError) as error:
-        ours = translate(error, url, new_emails)
+        ours = translate(error, str(url), new_emails)
         if ours is error:
             raise
         raise ours from error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     Column,
     Date,
@@ -11,8 +13,9 @@ from sqlalchemy import (
     String,
     Table,
     event,
+    inspect,
 )
-from sqlalchemy.orm import registry, relationship
+from sqlalchemy.orm import QueryableAttribute, registry, relationship
 
 from allocation.domain import model, users
 
@@ -118,6 +121,12 @@ def start_mappers() -> None:
     # Loading bypasses __init__, so the aggregates' event lists are created here.
     event.listen(model.Product, "load", _give_empty_event_list)
     event.listen(users.User, "load", _give_empty_event_list)
+
+
+def mapped_attribute(cls: type, name: str) -> QueryableAttribute[Any]:
+    """The ORM attribute ``cls.name``, for loader options (mypy sees plain fields)."""
+    attribute: QueryableAttribute[Any] = inspect(cls).attrs[name].class_attribute
+    return attribute
 
 
 def _give_empty_event_list(aggregate: model.Product | users.User, _: object) -> None:

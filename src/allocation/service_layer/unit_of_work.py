@@ -128,12 +128,14 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 raise ours from exc
 
     async def _commit(self, new_events: list[events.Event]) -> None:
-        new_emails = [user.email for user in self.users.seen.values()]
-        with database.translated_errors(self._url, new_emails):
+        # Both arguments are lazy (a URL object, a generator): they cost nothing
+        # unless the commit fails.
+        new_emails = (user.email for user in self.users.seen.values())
+        with database.translated_errors(self.session.get_bind().engine.url, new_emails):
             await self.session.commit()
 
     async def _rollback(self) -> None:
-        with database.translated_errors(self._url):
+        with database.translated_errors(self.session.get_bind().engine.url):
             await self.session.rollback()
 
     @property

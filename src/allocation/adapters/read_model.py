@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import abc
+import functools
 from typing import TYPE_CHECKING, TypedDict
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from allocation.adapters import database, orm
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.sql.expression import Executable
 
 
 class AllocationRow(TypedDict):
@@ -37,6 +39,24 @@ class AbstractAllocationsView(abc.ABC):
         """Return the allocations of one order, sorted by sku."""
 
 
+@functools.cache
+def _upsert(dialect: str) -> Executable:
+    """Insert or overwrite one row, built once per dialect (building is the slow part).
+
+    An upsert, so a redelivered Allocated event leaves one row, not an error.
+    """
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(orm.allocations_view).values(
+        orderid=bindparam("orderid"),
+        sku=bindparam("sku"),
+        batchref=bindparam("batchref"),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["orderid", "sku"],
+        set_={"batchref": statement.excluded.batchref},
+    )
+
+
 class SqlAlchemyAllocationsView(AbstractAllocationsView):
     """The read model in the ``allocations_view`` table (asyncio only)."""
 
@@ -44,16 +64,10 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
         self._session = session
 
     async def add(self, orderid: str, sku: str, batchref: str) -> None:
-        dialect = self._session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        # An upsert, so a redelivered Allocated event leaves one row, not an error.
-        statement = insert(orm.allocations_view).values(
-            orderid=orderid, sku=sku, batchref=batchref
+        statement = _upsert(self._session.get_bind().dialect.name)
+        await self._session.execute(
+            statement, {"orderid": orderid, "sku": sku, "batchref": batchref}
         )
-        statement = statement.on_conflict_do_update(
-            index_elements=["orderid", "sku"], set_={"batchref": batchref}
-        )
-        await self._session.execute(statement)
 
     async def remove(self, orderid: str, sku: str, batchref: str) -> None:
         table = orm.allocations_view

@@ -134,8 +134,11 @@ class TripCounter:
         ) -> Any:
             name = getattr(fn, "__name__", type(fn).__name__)
             counter.calls[name] += 1
-            if args and isinstance(args[0], str):
-                counter.statements[" ".join(args[0].split()[:3])] += 1
+            # aiosqlite passes the SQL first; our one-trip adapter passes the sqlite3
+            # connection first and the SQL second.
+            sql = next((arg for arg in args[:2] if isinstance(arg, str)), None)
+            if sql is not None:
+                counter.statements[" ".join(sql.split()[:3])] += 1
             return await original(connection, fn, *args, **kwargs)
 
         # Patched on the class, so every connection (ours and raw) is counted.

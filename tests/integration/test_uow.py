@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from allocation.domain import events, model, users
-from allocation.domain.exceptions import EmailAlreadyRegistered
+from allocation.domain.exceptions import ConcurrencyConflict, EmailAlreadyRegistered
 from tests.conftest import random_batchref, random_sku
 
 if TYPE_CHECKING:
@@ -125,3 +125,31 @@ async def test_duplicate_email_is_refused_by_the_constraint(
     assert raised.value.email == "ann@example.com"
     assert uow.collect_new_events() == []
     assert await _count(engine, "users") == 1
+
+
+async def test_a_product_changed_since_it_was_read_is_a_conflict(
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+) -> None:
+    """The version check relies on the driver's row count; a lost update must fail."""
+    sku = random_sku()
+    async with uow_factory() as uow:
+        uow.products.add(model.Product(sku, [model.Batch(random_batchref(), sku, 9)]))
+        await uow.commit()
+
+    async def allocate_after_a_concurrent_bump() -> None:
+        async with uow_factory() as uow:
+            product = await uow.products.get(sku)
+            assert product is not None
+            # Another writer's commit, as seen by this transaction's UPDATE.
+            await uow.session.execute(
+                text("UPDATE products SET version_number = version_number + 1")
+            )
+            product.allocate(model.OrderLine("o1", sku, 1))
+            await uow.commit()
+
+    with pytest.raises(ConcurrencyConflict):
+        await allocate_after_a_concurrent_bump()
+    async with uow_factory() as uow:
+        product = await uow.products.get(sku)
+        assert product is not None
+        assert product.batches[0].allocations == frozenset()

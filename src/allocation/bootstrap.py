@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -17,10 +18,18 @@ from allocation.adapters.notifications import (
     ConsoleNotifications,
     SmtpNotifications,
 )
-from allocation.service_layer import handlers, messagebus, unit_of_work
+from allocation.service_layer import (
+    catchup,
+    handlers,
+    messagebus,
+    projections,
+    unit_of_work,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
+
+logger = logging.getLogger(__name__)
 
 
 @contextlib.asynccontextmanager
@@ -31,6 +40,7 @@ async def bootstrap(
     console: AbstractConsole | None = None,
     settings: config.Settings | None = None,
     check_schema: bool = True,
+    catch_up: bool | None = None,
     **dependencies: Any,
 ) -> AsyncIterator[messagebus.MessageBus]:
     """Yield a ready MessageBus; leaving the block stops background work cleanly.
@@ -44,6 +54,10 @@ async def bootstrap(
         console: where the service lines go; standard output by default.
         settings: read from the environment when not given.
         check_schema: refuse to start on a database whose schema is not at head.
+        catch_up: deliver what the event log holds undelivered at start, then
+            every ``settings.catch_up_interval`` seconds in the background. By
+            default on, except with a shared unit-of-work instance (a test's fake,
+            whose log starts empty).
         dependencies: further handler dependencies, by parameter name.
 
     Raises:
@@ -63,6 +77,7 @@ async def bootstrap(
             uow_factory = await _sql_unit_of_work_factory(settings, check_schema, stack)
         elif isinstance(uow, unit_of_work.AbstractUnitOfWork):
             shared = uow
+            catch_up = bool(catch_up)
             uow_factory = functools.partial(_same, shared)
         else:
             uow_factory = uow
@@ -81,18 +96,32 @@ async def bootstrap(
                 first_delay=settings.retry_delay,
                 conflict_retries=settings.conflict_retries,
             ),
+            projections=projections.PROJECTIONS,
         )
+        catch_up = catch_up is not False
+        if catch_up:
+            # Whatever a process that died left undone is finished before new work.
+            await catchup.catch_up(bus, batch_size=settings.catch_up_batch)
         # The body runs inside the task group that will own background work, but its
         # exception is carried out of the group and re-raised as itself, never
         # wrapped in an ExceptionGroup.
         body_error: BaseException | None = None
         async with anyio.create_task_group() as task_group:
+            if catch_up and settings.catch_up_interval > 0:
+                task_group.start_soon(
+                    catchup.keep_catching_up,
+                    bus,
+                    settings.catch_up_interval,
+                    settings.catch_up_batch,
+                )
             try:
                 yield bus
             except BaseException as error:  # noqa: BLE001 - re-raised below, outside the group
                 body_error = error
             finally:
                 task_group.cancel_scope.cancel()
+        with anyio.CancelScope(shield=True):
+            await _record_completions(bus)
         if body_error is not None:
             raise body_error
 
@@ -109,6 +138,14 @@ async def _sql_unit_of_work_factory(
         engine, class_=AsyncSession, expire_on_commit=False
     )
     return functools.partial(unit_of_work.SqlAlchemyUnitOfWork, session_factory)
+
+
+async def _record_completions(bus: messagebus.MessageBus) -> None:
+    try:
+        await bus.flush_completions()
+    except Exception as error:  # noqa: BLE001 - shutting down: report, do not mask
+        # Not lost: catch-up hands these messages over again next time.
+        logger.warning("could not record what was handled before exit: %s", error)
 
 
 def _same(uow: unit_of_work.AbstractUnitOfWork) -> unit_of_work.AbstractUnitOfWork:

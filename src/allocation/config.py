@@ -35,6 +35,8 @@ class Settings:
     conflict_retries: int = 10
     smtp: SmtpSettings | None = None
     stock_desk_email: str = "stock@example.com"
+    catch_up_interval: float = 5.0
+    catch_up_batch: int = 500
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +72,22 @@ class Settings:
                 int,
                 "a whole number >= 0",
                 minimum=0,
+            ),
+            catch_up_interval=_read(
+                env,
+                "ALLOCATION_CATCH_UP_INTERVAL",
+                5.0,
+                float,
+                "seconds >= 0",
+                minimum=0,
+            ),
+            catch_up_batch=_read(
+                env,
+                "ALLOCATION_CATCH_UP_BATCH",
+                500,
+                int,
+                "a whole number >= 1",
+                minimum=1,
             ),
             smtp=smtp,
             stock_desk_email=env.get(

@@ -7,22 +7,37 @@ async with bootstrap(uow=FakeUnitOfWork(), notifications=FakeNotifications(),
 
 from __future__ import annotations
 
+import datetime
+import itertools
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from allocation.adapters.console import AbstractConsole
+from allocation.adapters.eventlog import AbstractEventLog, DeadLetter, LoggedEvent
 from allocation.adapters.notifications import AbstractNotifications
-from allocation.adapters.read_model import AbstractAllocationsView, AllocationRow
+from allocation.adapters.read_model import (
+    AbstractAllocationsView,
+    AbstractUsersView,
+    AllocationRow,
+    UserRow,
+)
 from allocation.adapters.repository import (
     AbstractProductRepository,
     AbstractUserRepository,
 )
-from allocation.domain.exceptions import EmailAlreadyRegistered
+from allocation.domain.exceptions import (
+    AlreadyProcessed,
+    ConcurrencyConflict,
+    EmailAlreadyRegistered,
+)
 from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
+
+    from allocation.adapters.eventlog import NewEvent
     from allocation.adapters.notifications import Email
-    from allocation.domain import events, model, users
+    from allocation.domain import model, users
 
 
 class FakeProductRepository(AbstractProductRepository):
@@ -86,6 +101,12 @@ class FakeAllocationsView(AbstractAllocationsView):
         if self.rows.get((orderid, sku)) == batchref:
             del self.rows[orderid, sku]
 
+    async def clear(self) -> None:
+        self.rows.clear()
+
+    async def all_rows(self) -> list[tuple[str, str, str]]:
+        return sorted((order, sku, ref) for (order, sku), ref in self.rows.items())
+
     async def for_order(self, orderid: str) -> list[AllocationRow]:
         return sorted(
             (
@@ -95,6 +116,138 @@ class FakeAllocationsView(AbstractAllocationsView):
             ),
             key=lambda row: row["sku"],
         )
+
+
+class FakeUsersView(AbstractUsersView):
+    """The users read model as a dict keyed by user id."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, UserRow] = {}
+
+    async def add(self, user_id: str, name: str, email: str) -> None:
+        self.rows[user_id] = UserRow(id=user_id, name=name, email=email)
+
+    async def by_email(self, email: str) -> UserRow | None:
+        return next((row for row in self.rows.values() if row["email"] == email), None)
+
+    async def clear(self) -> None:
+        self.rows.clear()
+
+    async def all_rows(self) -> list[UserRow]:
+        return sorted(self.rows.values(), key=lambda row: row["email"])
+
+
+class FakeEventLog(AbstractEventLog):
+    """The event log, tracking and dead letters in memory."""
+
+    def __init__(self) -> None:
+        self.logged: list[LoggedEvent] = []
+        self._by_id: dict[str, LoggedEvent] = {}
+        self._versions: set[tuple[str, str, int]] = set()
+        self.processed: set[tuple[str, str]] = set()
+        self.checkpoints: dict[str, int] = {}
+        self.letters: dict[int, DeadLetter] = {}
+        self._next_letter = 1
+
+    async def append(self, new_events: Sequence[NewEvent]) -> None:
+        now = datetime.datetime.now(datetime.UTC)
+        for new in new_events:
+            version = (new.aggregate_type, new.aggregate_id, new.aggregate_version)
+            if version in self._versions:
+                raise ConcurrencyConflict(new.aggregate_type, "version already logged")
+            self._versions.add(version)
+            logged = LoggedEvent(
+                position=len(self.logged) + 1,
+                event=new.event,
+                aggregate_type=new.aggregate_type,
+                aggregate_id=new.aggregate_id,
+                aggregate_version=new.aggregate_version,
+                occurred_at=now,
+            )
+            self.logged.append(logged)
+            self._by_id[new.event.message_id] = logged
+
+    async def read(
+        self, *, after: int, names: Collection[str] | None = None, limit: int = 500
+    ) -> list[LoggedEvent]:
+        # Positions are 1-based list indexes, so the scan starts right after ``after``.
+        found: list[LoggedEvent] = []
+        for logged in itertools.islice(self.logged, max(after, 0), None):
+            if names is None or logged.event.TYPE in names:
+                found.append(logged)
+                if len(found) == limit:
+                    break
+        return found
+
+    async def get(self, message_id: str) -> LoggedEvent | None:
+        return self._by_id.get(message_id)
+
+    async def last_position(self) -> int:
+        return len(self.logged)
+
+    async def mark_processed(
+        self, subscriber: str, message_ids: Iterable[str], *, exactly_once: bool
+    ) -> None:
+        for message_id in message_ids:
+            if exactly_once and (subscriber, message_id) in self.processed:
+                raise AlreadyProcessed(f"{subscriber} {message_id}")
+            self.processed.add((subscriber, message_id))
+
+    async def processed_among(
+        self, subscriber: str, message_ids: Collection[str]
+    ) -> set[str]:
+        return {mid for mid in message_ids if (subscriber, mid) in self.processed}
+
+    async def checkpoint(self, subscriber: str) -> int | None:
+        return self.checkpoints.get(subscriber)
+
+    async def set_checkpoint(self, subscriber: str, position: int) -> None:
+        self.checkpoints[subscriber] = position
+
+    async def forget(self, subscriber: str) -> None:
+        self.processed = {pair for pair in self.processed if pair[0] != subscriber}
+        self.checkpoints.pop(subscriber, None)
+        self.letters = {
+            key: letter
+            for key, letter in self.letters.items()
+            if letter.subscriber != subscriber
+        }
+
+    async def add_dead_letter(
+        self, subscriber: str, message_id: str, error: str, attempts: int
+    ) -> None:
+        known = next(
+            (
+                letter
+                for letter in self.letters.values()
+                if (letter.subscriber, letter.message_id) == (subscriber, message_id)
+            ),
+            None,
+        )
+        letter_id = known.id if known else self._next_letter
+        self._next_letter += known is None
+        self.letters[letter_id] = DeadLetter(
+            id=letter_id,
+            subscriber=subscriber,
+            message_id=message_id,
+            error=error,
+            attempts=attempts,
+            last_tried=datetime.datetime.now(datetime.UTC),
+        )
+
+    async def dead_letters(
+        self, subscriber: str | None = None, *, limit: int = 1000
+    ) -> list[DeadLetter]:
+        letters = sorted(self.letters.values(), key=lambda letter: letter.id)
+        if subscriber is not None:
+            letters = [letter for letter in letters if letter.subscriber == subscriber]
+        return letters[:limit]
+
+    async def dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
+        return self.letters.get(dead_letter_id)
+
+    async def remove_dead_letter(self, dead_letter_id: int) -> None:
+        self.letters.pop(dead_letter_id, None)
 
 
 class FakeUnitOfWork(AbstractUnitOfWork):
@@ -108,21 +261,37 @@ class FakeUnitOfWork(AbstractUnitOfWork):
     products: FakeProductRepository
     users: FakeUserRepository
     allocations_view: FakeAllocationsView
+    users_view: FakeUsersView
+    event_log: FakeEventLog
 
     def __init__(self) -> None:
         super().__init__()
         self.products = FakeProductRepository()
         self.users = FakeUserRepository()
         self.allocations_view = FakeAllocationsView()
+        self.users_view = FakeUsersView()
+        self.event_log = FakeEventLog()
         self.committed = False
         self.commits = 0
 
     async def _start(self) -> None:
         pass
 
-    async def _commit(self, new_events: list[events.Event]) -> None:
+    async def _commit(
+        self, new_events: list[NewEvent], tracking: tuple[str, str] | None
+    ) -> None:
+        # Checks first, then writes: a refused commit changes nothing, as in SQL.
+        if tracking is not None and tracking in self.event_log.processed:
+            raise AlreadyProcessed(" ".join(tracking))
+        for user in self.users.seen.values():
+            holder = self.users._by_email.get(user.email)
+            if holder is not None and holder is not user:
+                raise EmailAlreadyRegistered(user.email)
+        await self.event_log.append(new_events)
         for user in list(self.users.seen.values()):
             self.users._store(user)
+        if tracking is not None:
+            self.event_log.processed.add(tracking)
         self.committed = True
         self.commits += 1
 

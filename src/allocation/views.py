@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING
+
+from allocation.domain import users
 
 if TYPE_CHECKING:
-    from allocation.adapters.read_model import AllocationRow
+    from allocation.adapters.read_model import AllocationRow, UserRow
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
-
-
-class UserRow(TypedDict):
-    """A registered user as readers see it."""
-
-    id: str
-    name: str
-    email: str
 
 
 async def allocations(orderid: str, uow: AbstractUnitOfWork) -> list[AllocationRow]:
@@ -24,9 +18,12 @@ async def allocations(orderid: str, uow: AbstractUnitOfWork) -> list[AllocationR
 
 
 async def user_by_email(email: str, uow: AbstractUnitOfWork) -> UserRow | None:
-    """Return the user registered with ``email`` (any letter case), or None."""
+    """Return ``{"id", "name", "email"}`` of the user with ``email`` (any case), or None."""
     async with uow:
-        user = await uow.users.get_by_email(email)
-        if user is None:
-            return None
-        return UserRow(id=user.id, name=user.name, email=user.email)
+        return await uow.users_view.by_email(users.normalise_email(email))
+
+
+async def users_list(uow: AbstractUnitOfWork) -> list[UserRow]:
+    """Every registered user, sorted by email."""
+    async with uow:
+        return await uow.users_view.all_rows()

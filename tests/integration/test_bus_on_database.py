@@ -95,4 +95,4 @@ async def test_concurrent_allocations_never_over_allocate(
             )
         ).scalar()
     assert tuple(stored) == (30, 30)
-    assert version == 1 + 30  # the batch, then one bump per allocation
+    assert version == 1 + 50  # the batch, then one event per command

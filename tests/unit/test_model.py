@@ -160,14 +160,16 @@ def test_records_out_of_stock_event_if_cannot_allocate() -> None:
     assert product.events == [events.OutOfStock(sku=sku, orderid=line.orderid, qty=11)]
 
 
-def test_out_of_stock_does_not_change_the_version_number() -> None:
-    sku = random_sku()
-    product = make_product(model.Batch(random_batchref(), sku, 10))
-    before = product.version_number
+def test_every_recorded_event_is_one_version() -> None:
+    """The event log numbers an aggregate's events 1, 2, 3, ... by its version."""
+    sku, ref = random_sku(), random_batchref()
+    product = model.Product(sku)
+    product.add_batch(model.Batch(ref, sku, 10))
+    product.allocate(model.OrderLine("o1", sku, 6))
+    product.allocate(model.OrderLine("o2", sku, 11))  # out of stock: still an event
+    product.change_batch_quantity(ref, 2)  # the change, then one deallocation
 
-    product.allocate(model.OrderLine(random_orderid(), sku, 11))
-
-    assert product.version_number == before
+    assert product.version_number == len(product.events) == 5
 
 
 def test_allocating_the_same_line_twice_is_idempotent() -> None:

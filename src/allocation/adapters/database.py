@@ -15,7 +15,11 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from allocation.adapters import sqlite_driver
 from allocation.adapters.exceptions import DatabaseUnavailable
-from allocation.domain.exceptions import ConcurrencyConflict, EmailAlreadyRegistered
+from allocation.domain.exceptions import (
+    AlreadyProcessed,
+    ConcurrencyConflict,
+    EmailAlreadyRegistered,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator
@@ -131,6 +135,8 @@ def translate(
         text = str(error.orig)
         if "users.email" in text or "uq_users_email" in text:
             return EmailAlreadyRegistered(next(iter(new_emails), "?"))
+        if "processed_messages" in text:
+            return AlreadyProcessed(text)
         # Another transaction created the same key first: running the command again
         # sees that row and gives the precise answer (or succeeds).
         return ConcurrencyConflict("database row", text)

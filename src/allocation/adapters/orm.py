@@ -5,13 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
+    BigInteger,
     Column,
     Date,
+    DateTime,
     ForeignKey,
     Integer,
     MetaData,
     String,
     Table,
+    Text,
+    UniqueConstraint,
     event,
     inspect,
 )
@@ -70,6 +75,68 @@ users_table = Table(
     Column("id", String(36), primary_key=True),
     Column("name", String(200), nullable=False),
     Column("email", String(254), nullable=False, unique=True),
+    Column("version_number", Integer, nullable=False, server_default="0"),
+)
+
+# Positions are 64-bit on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid,
+# handed out as max + 1 under the write lock: in commit order, without gaps.
+_Position = BigInteger().with_variant(Integer(), "sqlite")
+
+# The append-only log of every event, written in the transaction that made it.
+event_log = Table(
+    "event_log",
+    metadata,
+    Column("position", _Position, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("aggregate_type", String(50), nullable=False),
+    Column("aggregate_id", String(255), nullable=False),
+    Column("aggregate_version", Integer, nullable=False),
+    Column("name", String(100), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("correlation_id", String(36), nullable=True),
+    Column("causation_id", String(36), nullable=True),
+    # A second writer of one aggregate version fails here: optimistic concurrency.
+    UniqueConstraint("aggregate_type", "aggregate_id", "aggregate_version"),
+)
+
+# Which subscriber has handled which message: written in the same transaction as a
+# handler's database effects, which makes those effects happen exactly once.
+processed_messages = Table(
+    "processed_messages",
+    metadata,
+    Column("subscriber", String(100), primary_key=True),
+    Column("message_id", String(36), primary_key=True),
+)
+
+# How far catch-up has got, per subscriber: every event up to here is handled.
+subscriber_checkpoints = Table(
+    "subscriber_checkpoints",
+    metadata,
+    Column("subscriber", String(100), primary_key=True),
+    Column("position", _Position, nullable=False),
+)
+
+# Messages a subscriber still failed on after all its retries.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subscriber", String(100), nullable=False),
+    Column("message_id", String(36), nullable=False),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("last_tried", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("subscriber", "message_id"),
+)
+
+# Read model of the registered users, kept by an event handler.
+users_view = Table(
+    "users_view",
+    metadata,
+    Column("user_id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("email", String(254), nullable=False),
 )
 
 # Read model kept by event handlers (CQRS): one row per allocated order line.
@@ -117,7 +184,12 @@ def start_mappers() -> None:
         version_id_col=products.c.version_number,
         version_id_generator=False,
     )
-    mapper_registry.map_imperatively(users.User, users_table)
+    mapper_registry.map_imperatively(
+        users.User,
+        users_table,
+        version_id_col=users_table.c.version_number,
+        version_id_generator=False,
+    )
     # Loading bypasses __init__, so the aggregates' event lists are created here.
     event.listen(model.Product, "load", _give_empty_event_list)
     event.listen(users.User, "load", _give_empty_event_list)

@@ -1,4 +1,4 @@
-"""The allocations read model: a flat table kept up to date by event handlers (CQRS)."""
+"""Read models: flat tables kept up to date by event handlers (CQRS)."""
 
 from __future__ import annotations
 
@@ -38,6 +38,42 @@ class AbstractAllocationsView(abc.ABC):
     async def for_order(self, orderid: str) -> list[AllocationRow]:
         """Return the allocations of one order, sorted by sku."""
 
+    @abc.abstractmethod
+    async def clear(self) -> None:
+        """Forget every row (a replay rebuilds them)."""
+
+    @abc.abstractmethod
+    async def all_rows(self) -> list[tuple[str, str, str]]:
+        """Every (orderid, sku, batchref), for verification."""
+
+
+class UserRow(TypedDict):
+    """A registered user as readers see it."""
+
+    id: str
+    name: str
+    email: str
+
+
+class AbstractUsersView(abc.ABC):
+    """Port for the users read model."""
+
+    @abc.abstractmethod
+    async def add(self, user_id: str, name: str, email: str) -> None:
+        """Record (or overwrite) a user."""
+
+    @abc.abstractmethod
+    async def by_email(self, email: str) -> UserRow | None:
+        """The user with this (normalised) email, if any."""
+
+    @abc.abstractmethod
+    async def clear(self) -> None:
+        """Forget every row (a replay rebuilds them)."""
+
+    @abc.abstractmethod
+    async def all_rows(self) -> list[UserRow]:
+        """Every user, sorted by email."""
+
 
 @functools.cache
 def _upsert(dialect: str) -> Executable:
@@ -55,6 +91,24 @@ def _upsert(dialect: str) -> Executable:
         index_elements=["orderid", "sku"],
         set_={"batchref": statement.excluded.batchref},
     )
+
+
+@functools.cache
+def _upsert_user(dialect: str) -> Executable:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(orm.users_view).values(
+        user_id=bindparam("user_id"), name=bindparam("name"), email=bindparam("email")
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["user_id"],
+        set_={"name": statement.excluded.name, "email": statement.excluded.email},
+    )
+
+
+async def _begin_reading(session: AsyncSession) -> None:
+    if not session.in_transaction():
+        # A pure read: on SQLite, begin without taking the write lock.
+        await session.connection(execution_options={database.READ_ONLY: True})
 
 
 class SqlAlchemyAllocationsView(AbstractAllocationsView):
@@ -83,12 +137,55 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
 
     async def for_order(self, orderid: str) -> list[AllocationRow]:
         table = orm.allocations_view
-        if not self._session.in_transaction():
-            # A pure read: on SQLite, begin without taking the write lock.
-            await self._session.connection(execution_options={database.READ_ONLY: True})
+        await _begin_reading(self._session)
         rows = await self._session.execute(
             select(table.c.sku, table.c.batchref)
             .where(table.c.orderid == orderid)
             .order_by(table.c.sku)
         )
         return [AllocationRow(sku=sku, batchref=batchref) for sku, batchref in rows]
+
+    async def clear(self) -> None:
+        await self._session.execute(delete(orm.allocations_view))
+
+    async def all_rows(self) -> list[tuple[str, str, str]]:
+        table = orm.allocations_view
+        rows = await self._session.execute(
+            select(table.c.orderid, table.c.sku, table.c.batchref)
+        )
+        return sorted((orderid, sku, batchref) for orderid, sku, batchref in rows)
+
+
+class SqlAlchemyUsersView(AbstractUsersView):
+    """The users read model in the ``users_view`` table (asyncio only)."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def add(self, user_id: str, name: str, email: str) -> None:
+        statement = _upsert_user(self._session.get_bind().dialect.name)
+        await self._session.execute(
+            statement, {"user_id": user_id, "name": name, "email": email}
+        )
+
+    async def by_email(self, email: str) -> UserRow | None:
+        table = orm.users_view
+        await _begin_reading(self._session)
+        row = (
+            await self._session.execute(
+                select(table.c.user_id, table.c.name, table.c.email).where(
+                    table.c.email == email
+                )
+            )
+        ).first()
+        return None if row is None else UserRow(id=row[0], name=row[1], email=row[2])
+
+    async def clear(self) -> None:
+        await self._session.execute(delete(orm.users_view))
+
+    async def all_rows(self) -> list[UserRow]:
+        table = orm.users_view
+        rows = await self._session.execute(
+            select(table.c.user_id, table.c.name, table.c.email).order_by(table.c.email)
+        )
+        return [UserRow(id=uid, name=name, email=email) for uid, name, email in rows]

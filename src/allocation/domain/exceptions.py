@@ -4,8 +4,9 @@ AllocationError
 ├── InvalidQuantity, InvalidEmail, InvalidName, BlankIdentifier   (bad input)
 ├── EmailAlreadyRegistered, BatchAlreadyExists                    (uniqueness)
 ├── ConcurrencyConflict                      (raised by adapters, retried by the bus)
+├── AlreadyProcessed                         (a redelivery; the bus lets it pass)
 ├── service_layer.exceptions: InvalidSku, UnknownBatch, UnknownMessage, ...
-├── adapters.exceptions: SchemaOutOfDate, DatabaseUnavailable
+├── adapters.exceptions: SchemaOutOfDate, MigrationFailed, DatabaseUnavailable
 └── config.ConfigurationError
 """
 
@@ -70,6 +71,18 @@ class BatchAlreadyExists(AllocationError):
     def __init__(self, reference: str) -> None:
         self.reference = reference
         super().__init__(f"batch {reference!r} already exists")
+
+
+class AlreadyProcessed(AllocationError):
+    """Raised when a subscriber's commit finds the message already recorded as handled.
+
+    The commit is rolled back, so a redelivered message has its effects once; the
+    bus treats this as success.
+    """
+
+    def __init__(self, detail: str = "") -> None:
+        self.detail = detail
+        super().__init__(f"message already processed: {detail}")
 
 
 class ConcurrencyConflict(AllocationError):

@@ -1,13 +1,22 @@
-"""The base of commands and events: a stable type name and a JSON-safe payload."""
+"""The base of commands and events: a stable type name, an id and a JSON-safe payload."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import typing
+import uuid
 from typing import Any, ClassVar, Self
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+# Envelope fields: they travel with a message but are not part of its payload, and
+# two messages with the same payload are equal whatever their ids.
+METADATA_FIELDS = frozenset({"message_id", "correlation_id", "causation_id"})
+
+
+def new_message_id() -> str:
+    """A fresh, globally unique message id (a UUID4 in its usual text form)."""
+    return str(uuid.uuid4())
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -16,10 +25,26 @@ class Message:
 
     Subclasses set ``TYPE``, the name under which the message is logged and
     published; it must never change once messages of that type are stored.
+
+    Attributes:
+        message_id: unique per message; the idempotency key of its handlers.
+        correlation_id: the id of the first message of the chain this one is part
+            of (None for a message that starts a chain).
+        causation_id: the id of the message whose handling produced this one.
     """
 
     TYPE: ClassVar[str] = ""
     _registry: ClassVar[dict[str, type[Message]]] = {}
+
+    message_id: str = dataclasses.field(
+        default_factory=new_message_id, kw_only=True, compare=False, repr=False
+    )
+    correlation_id: str | None = dataclasses.field(
+        default=None, kw_only=True, compare=False, repr=False
+    )
+    causation_id: str | None = dataclasses.field(
+        default=None, kw_only=True, compare=False, repr=False
+    )
 
     def __init_subclass__(cls) -> None:
         # No super() call: slots=True rebuilds the class, which breaks its __class__ cell.
@@ -34,6 +59,8 @@ class Message:
         """Return the fields as a dict that ``json.dumps`` accepts."""
         payload: dict[str, Any] = {}
         for field in dataclasses.fields(self):
+            if field.name in METADATA_FIELDS:
+                continue
             value = getattr(self, field.name)
             if isinstance(value, datetime.date):
                 value = value.isoformat()
@@ -43,13 +70,24 @@ class Message:
         return payload
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any]) -> Self:
-        """Rebuild a message from what ``to_payload`` returned."""
-        values = dict(payload)
+    def from_payload(cls, payload: dict[str, Any], **metadata: str | None) -> Self:
+        """Rebuild a message from what ``to_payload`` returned, plus its metadata."""
+        values = {**payload, **metadata}
         for name in cls._fields_holding_dates():
             if isinstance(values.get(name), str):
                 values[name] = datetime.date.fromisoformat(values[name])
         return cls(**values)
+
+    @property
+    def chain_id(self) -> str:
+        """The correlation id that messages caused by this one carry."""
+        return self.correlation_id or self.message_id
+
+    def caused_by(self, cause: Message) -> Self:
+        """This message stamped as a consequence of ``cause`` (same payload and id)."""
+        return dataclasses.replace(
+            self, correlation_id=cause.chain_id, causation_id=cause.message_id
+        )
 
     @classmethod
     def _fields_holding_dates(cls) -> frozenset[str]:

@@ -6,6 +6,7 @@ import dataclasses
 from typing import TYPE_CHECKING
 
 from allocation.domain import events, exceptions
+from allocation.domain.aggregate import Aggregate
 
 if TYPE_CHECKING:
     import datetime
@@ -112,12 +113,14 @@ class Batch:
         return line
 
 
-class Product:
+class Product(Aggregate):
     """The aggregate: every batch of one sku, changed only through this class.
 
-    ``version_number`` goes up by one with every change, which is how the adapters
-    detect a concurrent writer (optimistic concurrency).
+    ``version_number`` goes up by one with every event it records, which is how the
+    adapters detect a concurrent writer (optimistic concurrency).
     """
+
+    AGGREGATE_TYPE = "product"
 
     def __init__(
         self, sku: str, batches: list[Batch] | None = None, version_number: int = 0
@@ -136,6 +139,10 @@ class Product:
     def __hash__(self) -> int:
         return hash(self.sku)
 
+    @property
+    def aggregate_id(self) -> str:
+        return self.sku
+
     def batch(self, ref: str) -> Batch | None:
         return next((b for b in self.batches if b.reference == ref), None)
 
@@ -145,8 +152,7 @@ class Product:
                 f"batch {batch.reference} is for {batch.sku}, not {self.sku}"
             )
         self.batches.append(batch)
-        self.version_number += 1
-        self.events.append(
+        self._record(
             events.BatchCreated(
                 ref=batch.reference,
                 sku=batch.sku,
@@ -166,14 +172,13 @@ class Product:
                 return existing.reference
         candidates = [b for b in self.batches if b.can_allocate(line)]
         if not candidates:
-            self.events.append(
+            self._record(
                 events.OutOfStock(sku=line.sku, orderid=line.orderid, qty=line.qty)
             )
             return None
         batch = min(candidates, key=Batch._sort_key)
         batch.allocate(line)
-        self.version_number += 1
-        self.events.append(
+        self._record(
             events.Allocated(
                 orderid=line.orderid,
                 sku=line.sku,
@@ -189,11 +194,10 @@ class Product:
         if batch is None:
             raise ValueError(f"batch {ref} is not part of {self.sku}")
         batch._purchased_quantity = check_quantity(qty, minimum=0)
-        self.version_number += 1
-        self.events.append(events.BatchQuantityChanged(ref=ref, sku=self.sku, qty=qty))
+        self._record(events.BatchQuantityChanged(ref=ref, sku=self.sku, qty=qty))
         while batch.available_quantity < 0:
             line = batch.deallocate_one()
-            self.events.append(
+            self._record(
                 events.Deallocated(
                     orderid=line.orderid, sku=line.sku, qty=line.qty, batchref=ref
                 )

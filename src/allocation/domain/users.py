@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from allocation.domain import events, exceptions
+from allocation.domain.aggregate import Aggregate
 
 _MAX_NAME = 200
 _MAX_EMAIL = 254
@@ -31,14 +32,21 @@ def check_name(name: str) -> str:
     return stripped
 
 
-class User:
+class User(Aggregate):
     """The user aggregate; identity is ``id``, uniqueness is the normalised email."""
 
-    def __init__(self, id: str, name: str, email: str) -> None:
+    AGGREGATE_TYPE = "user"
+
+    def __init__(self, id: str, name: str, email: str, version_number: int = 0) -> None:
         self.id = id
         self.name = check_name(name)
         self.email = normalise_email(email)
+        self.version_number = version_number
         self.events: list[events.Event] = []
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.id
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email}>"
@@ -53,7 +61,7 @@ class User:
     def register(cls, id: str, name: str, email: str) -> User:
         """Create a user and record UserRegistered."""
         user = cls(id, name, email)
-        user.events.append(
+        user._record(
             events.UserRegistered(user_id=user.id, name=user.name, email=user.email)
         )
         return user

@@ -3,6 +3,7 @@
 AllocationError
 ├── InvalidSku        an order names a sku that has no batches
 ├── UnknownBatch      a batch reference that does not exist
+├── UnknownSubscriber a subscriber name that no handler has
 └── UnknownMessage    the bus was handed something it has no handler for
 """
 
@@ -25,6 +26,16 @@ class UnknownBatch(AllocationError):
     def __init__(self, reference: str) -> None:
         self.reference = reference
         super().__init__(f"unknown batch {reference!r}")
+
+
+class UnknownSubscriber(AllocationError):
+    """Raised when a subscriber name is unknown, or takes no events of that type."""
+
+    def __init__(self, name: str, event_type: str | None = None) -> None:
+        self.name = name
+        self.event_type = event_type
+        what = f" for {event_type}" if event_type else ""
+        super().__init__(f"no subscriber {name!r}{what}")
 
 
 class UnknownMessage(AllocationError):

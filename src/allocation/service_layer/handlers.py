@@ -1,7 +1,9 @@
 """Handlers: what the application does for each command and event.
 
 A handler takes the message, then names its dependencies (``uow``, ``notifications``,
-``console``, ``stock_desk_email``); bootstrap injects them.
+``console``, ``stock_desk_email``); bootstrap injects them. An event handler's
+function name is its subscriber name in the event log's tracking: keep it stable.
+The read models are projections (``projections.py``).
 """
 
 from __future__ import annotations
@@ -76,22 +78,6 @@ async def reallocate(event: events.Deallocated, uow: AbstractUnitOfWork) -> None
     )
 
 
-async def add_allocation_to_read_model(
-    event: events.Allocated, uow: AbstractUnitOfWork
-) -> None:
-    async with uow:
-        await uow.allocations_view.add(event.orderid, event.sku, event.batchref)
-        await uow.commit()
-
-
-async def remove_allocation_from_read_model(
-    event: events.Deallocated, uow: AbstractUnitOfWork
-) -> None:
-    async with uow:
-        await uow.allocations_view.remove(event.orderid, event.sku, event.batchref)
-        await uow.commit()
-
-
 async def send_welcome_email(
     event: events.UserRegistered, notifications: AbstractNotifications
 ) -> None:
@@ -149,7 +135,6 @@ COMMAND_HANDLERS: dict[type[commands.Command], Callable[..., Awaitable[Any]]] = 
 
 EVENT_HANDLERS: dict[type[events.Event], list[Callable[..., Awaitable[Any]]]] = {
     events.UserRegistered: [send_welcome_email, log_registration, send_coupon],
-    events.Allocated: [add_allocation_to_read_model],
-    events.Deallocated: [remove_allocation_from_read_model, reallocate],
+    events.Deallocated: [reallocate],
     events.OutOfStock: [send_out_of_stock_notification],
 }

@@ -1,13 +1,17 @@
 """The message bus: one handler per command, every handler of an event concurrently.
 
-Events are dispatched only after the commit that recorded them, breadth first: all
-handlers of one round finish before the events they raised are dispatched.
+Events are dispatched only after the commit that logged them, breadth first: all
+handlers of one round finish before the events they raised are dispatched. Every
+event handler is a subscriber with a stable name, under which the event log tracks
+what it has handled; catch-up (``catchup.py``) delivers whatever the fast path here
+did not finish, for instance because the process died.
 """
 
 from __future__ import annotations
 
-import contextvars
+import contextlib
 import dataclasses
+import functools
 import inspect
 import logging
 import random
@@ -16,17 +20,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from allocation.domain import commands, events
-from allocation.domain.exceptions import ConcurrencyConflict
-from allocation.service_layer.exceptions import UnknownMessage
+from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
+from allocation.service_layer import eager
+from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
+from allocation.service_layer.unit_of_work import Handling, handling
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
 
+    from allocation.service_layer.projections import Projection
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 logger = logging.getLogger(__name__)
 
 Message = commands.Command | events.Event
+# Past this many unrecorded completions, the bus records them without waiting for
+# the next catch-up pass.
+_COMPLETIONS_TO_FLUSH = 1000
 
 
 class UowFactory(Protocol):
@@ -40,7 +50,7 @@ class RetryPolicy:
     """How hard the bus tries before it gives up on a handler.
 
     Attributes:
-        attempts: calls of a failing event handler before it is given up on.
+        attempts: calls of a failing event handler before it is dead-lettered.
         first_delay: seconds before the second call; each later wait doubles.
         conflict_retries: reruns of a handler that lost an optimistic-concurrency
             race, after short random (jittered) waits.
@@ -52,7 +62,9 @@ class RetryPolicy:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class _Subscriber:
+class Subscriber:
+    """An event handler with its dependencies bound, under its stable name."""
+
     name: str
     call: Callable[..., Awaitable[Any]]
     wants_uow: bool
@@ -78,31 +90,69 @@ class MessageBus:
         ],
         dependencies: Mapping[str, object] | None = None,
         retry: RetryPolicy | None = None,
+        projections: Iterable[Projection] = (),
     ) -> None:
         self.uow_factory = uow_factory
         self._dependencies = dict(dependencies or {})
         self._retry = retry or RetryPolicy()
         self._command_handlers = {
-            kind: self._bind(handler) for kind, handler in command_handlers.items()
+            kind: self._bind(handler, name=None)
+            for kind, handler in command_handlers.items()
         }
-        self._event_handlers: dict[type[events.Event], list[_Subscriber]] = {}
+        self._event_handlers: dict[type[events.Event], list[Subscriber]] = {}
+        self.projections: dict[str, Projection] = {}
+        # Ids of events this process committed and is dispatching itself; catch-up
+        # leaves them alone.
+        self.claimed: set[str] = set()
+        # (subscriber, message id) handled by handlers whose commit did not record
+        # it; written in batches by flush_completions().
+        self._completed: list[tuple[str, str]] = []
         for kind, handlers in event_handlers.items():
             for handler in handlers:
                 self.subscribe(kind, handler)
+        for projection in projections:
+            self.add_projection(projection)
 
     def subscribe(
-        self, event_type: type[events.Event], handler: Callable[..., Awaitable[Any]]
+        self,
+        event_type: type[events.Event],
+        handler: Callable[..., Awaitable[Any]],
+        *,
+        name: str | None = None,
     ) -> None:
-        """Add ``handler`` for ``event_type``; it runs beside the others, isolated."""
+        """Add ``handler`` for ``event_type``; it runs beside the others, isolated.
+
+        ``name`` (by default the function's name) is the subscriber's stable
+        identity in the event log's tracking: renaming it makes a new subscriber,
+        which starts from the end of the log.
+        """
         if not (isinstance(event_type, type) and issubclass(event_type, events.Event)):
             raise TypeError(f"{event_type!r} is not an event class")
-        self._event_handlers.setdefault(event_type, []).append(self._bind(handler))
+        self._event_handlers.setdefault(event_type, []).append(
+            self._bind(handler, name=name)
+        )
+
+    def add_projection(self, projection: Projection) -> None:
+        """Subscribe a read model; catch-up and replay build it from the whole log."""
+        self.projections[projection.name] = projection
+        for event_type in projection.appliers:
+            self.subscribe(
+                event_type, projection.handler(event_type), name=projection.name
+            )
+
+    def subscriptions(self) -> dict[str, dict[str, Subscriber]]:
+        """Every subscriber name, with its handler for each event TYPE it takes."""
+        found: dict[str, dict[str, Subscriber]] = {}
+        for event_type, subscribers in self._event_handlers.items():
+            for subscriber in subscribers:
+                found.setdefault(subscriber.name, {})[event_type.TYPE] = subscriber
+        return found
 
     async def handle(self, message: Message) -> Any:
         """Handle ``message`` and every event it leads to; return the command's result.
 
         A command handler's exception reaches the caller. Event handlers never fail
-        the caller: each is retried, then logged and given up on.
+        the caller: each is retried, then dead-lettered.
         """
         if isinstance(message, commands.Command):
             subscriber = self._command_handlers.get(type(message))
@@ -110,7 +160,7 @@ class MessageBus:
                 raise UnknownMessage(message)
             raised: list[events.Event] = []
             try:
-                result = await self._call(subscriber, message, raised)
+                result = await self._call(subscriber, Handling(message), raised)
             except Exception:
                 # What the handler committed before failing is real and is published.
                 await self._dispatch(raised)
@@ -122,7 +172,44 @@ class MessageBus:
             return None
         raise UnknownMessage(message)
 
-    def _bind(self, handler: Callable[..., Awaitable[Any]]) -> _Subscriber:
+    async def deliver(self, subscriber_name: str, event: events.Event) -> bool:
+        """Hand a logged event to one subscriber (catch-up, dead-letter retry).
+
+        Returns whether it was handled; the events it raised are dispatched too.
+        """
+        subscriber = self.subscriptions().get(subscriber_name, {}).get(event.TYPE)
+        if subscriber is None:
+            raise UnknownSubscriber(subscriber_name, event.TYPE)
+        raised: list[events.Event] = []
+        handled = await self._deliver(subscriber, event, raised)
+        await self._dispatch(raised)
+        return handled
+
+    async def flush_completions(self) -> None:
+        """Record, in one transaction, what handlers without a commit have handled."""
+        if not self._completed:
+            return
+        pending, self._completed = self._completed, []
+        by_subscriber: dict[str, list[str]] = {}
+        for subscriber, message_id in pending:
+            by_subscriber.setdefault(subscriber, []).append(message_id)
+        try:
+            async with self.uow_factory() as uow:
+                for subscriber, message_ids in by_subscriber.items():
+                    await uow.event_log.mark_processed(
+                        subscriber, message_ids, exactly_once=False
+                    )
+                await uow.commit()
+        except Exception:
+            # Kept for the next flush; if the process dies first, catch-up hands
+            # these messages over again (at-least-once).
+            self._completed[:0] = pending
+            logger.warning("could not record %d handled messages yet", len(pending))
+            raise
+
+    def _bind(
+        self, handler: Callable[..., Awaitable[Any]], *, name: str | None
+    ) -> Subscriber:
         if not callable(handler):
             raise TypeError(f"{handler!r} is not callable")
         parameters = list(inspect.signature(handler).parameters.values())[1:]
@@ -145,55 +232,54 @@ class MessageBus:
                     f"handler {_name_of(handler)} needs {parameter.name!r}, "
                     "which bootstrap does not provide"
                 )
-        call = handler
-        if bound:
-
-            def call(message: Any, **extra: Any) -> Awaitable[Any]:
-                return handler(message, **bound, **extra)
-
-        return _Subscriber(name=_name_of(handler), call=call, wants_uow=wants_uow)
+        call = functools.partial(handler, **bound) if bound else handler
+        return Subscriber(
+            name=name or _name_of(handler), call=call, wants_uow=wants_uow
+        )
 
     async def _call(
-        self, subscriber: _Subscriber, message: Message, raised: list[events.Event]
+        self, subscriber: Subscriber, current: Handling, raised: list[events.Event]
     ) -> Any:
         """Run one handler, rerunning it when it loses a concurrency race."""
-        conflicts = 0
-        while True:
-            if not subscriber.wants_uow:
-                return await subscriber.call(message)
-            uow = self.uow_factory()
-            try:
-                return await subscriber.call(message, uow=uow)
-            except ConcurrencyConflict:
-                conflicts += 1
-                if conflicts > self._retry.conflict_retries:
-                    raise
-                logger.debug("%s lost a race, rerun %d", subscriber.name, conflicts)
-                # Jittered and growing, so racing writers spread out.
-                await anyio.sleep(random.uniform(0, 0.002 * 2 ** min(conflicts, 7)))
-            finally:
-                raised.extend(uow.collect_new_events())
+        current.owner = self.claimed
+        token = handling.set(current)
+        try:
+            conflicts = 0
+            while True:
+                if not subscriber.wants_uow:
+                    return await subscriber.call(current.message)
+                uow = self.uow_factory()
+                try:
+                    return await subscriber.call(current.message, uow=uow)
+                except ConcurrencyConflict:
+                    conflicts += 1
+                    if conflicts > self._retry.conflict_retries:
+                        raise
+                    logger.debug("%s lost a race, rerun %d", subscriber.name, conflicts)
+                    # Jittered and growing, so racing writers spread out.
+                    await anyio.sleep(random.uniform(0, 0.002 * 2 ** min(conflicts, 7)))
+                finally:
+                    raised.extend(uow.collect_new_events())
+        finally:
+            handling.reset(token)
+            current.release_uncommitted(raised)
 
     async def _deliver(
-        self, subscriber: _Subscriber, event: events.Event, raised: list[events.Event]
-    ) -> None:
+        self, subscriber: Subscriber, event: events.Event, raised: list[events.Event]
+    ) -> bool:
         """Run one event handler, isolated: retried with back-off, never raising."""
         delay = self._retry.first_delay
         attempts = max(1, self._retry.attempts)
         for attempt in range(1, attempts + 1):
+            current = Handling(event, subscriber.name)
             try:
-                await self._call(subscriber, event, raised)
-            except Exception as error:
+                await self._call(subscriber, current, raised)
+            except AlreadyProcessed:
+                return True  # a redelivery: its effects are already committed
+            except Exception as error:  # noqa: BLE001 - the per-handler isolation boundary
                 if attempt == attempts:
-                    logger.error(
-                        "handler %s gave up on %s after %d attempts: %s",
-                        subscriber.name,
-                        event.TYPE,
-                        attempt,
-                        error,
-                        exc_info=error,
-                    )
-                    return
+                    await self._bury(subscriber.name, event, error, attempts)
+                    return False
                 logger.warning(
                     "handler %s failed on %s (attempt %d of %d), retrying in %.3fs: %s",
                     subscriber.name,
@@ -206,89 +292,60 @@ class MessageBus:
                 await anyio.sleep(delay)
                 delay *= 2
             else:
-                return
+                if not current.tracked:
+                    self._completed.append((subscriber.name, event.message_id))
+                return True
+        return False  # pragma: no cover - the loop always returns
+
+    async def _bury(
+        self, subscriber: str, event: events.Event, error: Exception, attempts: int
+    ) -> None:
+        logger.error(
+            "handler %s gave up on %s %s after %d attempts: %s",
+            subscriber,
+            event.TYPE,
+            event.message_id,
+            attempts,
+            error,
+            exc_info=error,
+        )
+        try:
+            async with self.uow_factory() as uow:
+                await uow.event_log.add_dead_letter(
+                    subscriber,
+                    event.message_id,
+                    f"{type(error).__name__}: {error}",
+                    attempts,
+                )
+                await uow.commit()
+        except Exception as failure:  # noqa: BLE001 - isolation boundary: log, never raise
+            logger.error(
+                "could not record the dead letter of %s for %s: %s",
+                subscriber,
+                event.message_id,
+                failure,
+            )
 
     async def _dispatch(self, pending: list[events.Event]) -> None:
         while pending:
+            round_ = pending
+            raised_next: list[events.Event] = []
             jobs = [
-                (subscriber, event)
-                for event in pending
+                functools.partial(self._deliver, subscriber, event, raised_next)
+                for event in round_
                 for subscriber in self._event_handlers.get(type(event), ())
             ]
-            pending = []
-            if len(jobs) == 1:
-                subscriber, event = jobs[0]
-                await self._deliver(subscriber, event, pending)
-            elif jobs:
-                await self._deliver_concurrently(jobs, pending)
-
-    async def _deliver_concurrently(
-        self,
-        jobs: list[tuple[_Subscriber, events.Event]],
-        raised: list[events.Event],
-    ) -> None:
-        """Start every job eagerly; a task is created only once a handler suspends.
-
-        Each handler is stepped in the caller until its first suspension. One that
-        finishes without suspending needed no task at all. The first one that
-        suspends stays hosted by the caller (so its cancel scopes belong to this
-        task, as they must) and every job after it gets a real task. Each handler
-        runs in its own copy of the context, exactly as a task would.
-        """
-        async with anyio.create_task_group() as task_group:
-            hosted: _Hosted | None = None
-            for subscriber, event in jobs:
-                if hosted is not None:
-                    task_group.start_soon(self._deliver, subscriber, event, raised)
-                    continue
-                coroutine = self._deliver(subscriber, event, raised)
-                context = contextvars.copy_context()
-                try:
-                    yielded = context.run(coroutine.send, None)
-                except StopIteration:
-                    continue
-                hosted = _Hosted(coroutine, yielded, context)
-            if hosted is not None:
-                await hosted
-
-
-class _Hosted:
-    """Awaitable that goes on driving a coroutine the caller already started.
-
-    It forwards what the coroutine yields to the event loop and what the loop sends
-    or throws back, running every step in the coroutine's own context.
-    """
-
-    __slots__ = ("_context", "_coroutine", "_first")
-
-    def __init__(
-        self,
-        coroutine: Coroutine[Any, Any, None],
-        first: Any,
-        context: contextvars.Context,
-    ) -> None:
-        self._coroutine = coroutine
-        self._first = first
-        self._context = context
-
-    def __await__(self) -> Generator[Any, Any, None]:
-        coroutine, context, outgoing = self._coroutine, self._context, self._first
-        while True:
+            pending = raised_next
             try:
-                incoming = yield outgoing
-            except BaseException as thrown:  # noqa: BLE001 - thrown into the coroutine
-                try:
-                    outgoing = context.run(coroutine.throw, thrown)
-                except StopIteration:
-                    return
-            else:
-                try:
-                    outgoing = context.run(coroutine.send, incoming)
-                except StopIteration:
-                    return
+                if jobs:
+                    await eager.run_concurrently(jobs)  # type: ignore[arg-type]  # partials of coroutines
+            finally:
+                self.claimed.difference_update(event.message_id for event in round_)
+        if len(self._completed) >= _COMPLETIONS_TO_FLUSH:
+            with contextlib.suppress(Exception):  # kept and retried by the next flush
+                await self.flush_completions()
 
 
 def _name_of(handler: Callable[..., Any]) -> str:
-    module = getattr(handler, "__module__", None) or "?"
-    qualname = getattr(handler, "__qualname__", None) or repr(handler)
-    return f"{module}.{qualname}"
+    name = getattr(handler, "__name__", None)
+    return name if isinstance(name, str) else repr(handler)

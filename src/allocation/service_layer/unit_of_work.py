@@ -1,14 +1,16 @@
-"""The unit of work: one atomic change, and the events it may publish once committed."""
+"""The unit of work: one atomic change, its events logged in the same transaction."""
 
 from __future__ import annotations
 
 import abc
+import contextvars
+import dataclasses
 import itertools
 from typing import TYPE_CHECKING, Self
 
 import anyio
 
-from allocation.adapters import database, read_model, repository
+from allocation.adapters import database, eventlog, read_model, repository, sql_eventlog
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -16,20 +18,67 @@ if TYPE_CHECKING:
 
     from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-    from allocation.domain import events, model, users
+    from allocation.domain import events, messages
+    from allocation.domain.aggregate import Aggregate
+
+
+@dataclasses.dataclass(slots=True)
+class Handling:
+    """What the current handler call is doing, for the units of work it opens.
+
+    The bus sets it (in a context variable, so concurrent handlers each see their
+    own) before it calls a handler.
+
+    Attributes:
+        message: the message being handled; events committed meanwhile are
+            caused by it.
+        subscriber: the handler's stable name when ``message`` is an event: its
+            commit then records the message as processed by that subscriber, in
+            the same transaction, which makes its database effects exactly-once.
+        owner: the bus's set of claimed event ids: new events are added to it
+            just before their commit, so catch-up leaves them to the fast path.
+        tracked: set once a commit has recorded the message as processed.
+    """
+
+    message: messages.Message
+    subscriber: str | None = None
+    owner: set[str] | None = None
+    tracked: bool = False
+    claimed: list[str] = dataclasses.field(default_factory=list)
+
+    def claim(self, message_ids: Iterable[str]) -> None:
+        """Mark new events as this process's to dispatch."""
+        if self.owner is not None:
+            fresh = list(message_ids)
+            self.claimed.extend(fresh)
+            self.owner.update(fresh)
+
+    def release_uncommitted(self, committed: Iterable[events.Event]) -> None:
+        """Give up claims on events whose commit failed: they will never exist."""
+        if self.owner is not None and self.claimed:
+            done = {event.message_id for event in committed}
+            self.owner.difference_update(mid for mid in self.claimed if mid not in done)
+
+
+handling: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
+    "allocation_handling", default=None
+)
 
 
 class AbstractUnitOfWork(abc.ABC):
-    """Port for a transaction over the repositories.
+    """Port for a transaction over the repositories, read models and event log.
 
     ``async with uow:`` opens it; leaving without ``commit()`` (or with an exception)
-    rolls back. Events recorded by the aggregates it handed out become available
-    from ``collect_new_events()`` only once their commit succeeded.
+    rolls back. Events recorded by the aggregates it handed out are appended to the
+    event log by ``commit()``, in the same transaction, and become available from
+    ``collect_new_events()`` only once that commit succeeded.
     """
 
     products: repository.AbstractProductRepository
     users: repository.AbstractUserRepository
     allocations_view: read_model.AbstractAllocationsView
+    users_view: read_model.AbstractUsersView
+    event_log: eventlog.AbstractEventLog
 
     def __init__(self) -> None:
         self._committed_events: list[events.Event] = []
@@ -51,10 +100,33 @@ class AbstractUnitOfWork(abc.ABC):
         self.users.seen.clear()
 
     async def commit(self) -> None:
-        """Make the changes durable; their events are collected on success only."""
+        """Make the changes and their events durable, atomically.
+
+        Raises:
+            ConcurrencyConflict: another transaction wrote the same aggregate
+                version first (the bus reruns the handler).
+            AlreadyProcessed: this subscriber had already handled the message.
+        """
         new_events = self._take_new_events()
-        await self._commit(new_events)
-        self._committed_events.extend(new_events)
+        current = handling.get()
+        if current is not None:
+            new_events = [
+                dataclasses.replace(new, event=new.event.caused_by(current.message))
+                for new in new_events
+            ]
+            if new_events:
+                current.claim(new.event.message_id for new in new_events)
+        tracking = (
+            (current.subscriber, current.message.message_id)
+            if current is not None
+            and current.subscriber is not None
+            and not current.tracked
+            else None
+        )
+        await self._commit(new_events, tracking)
+        if tracking is not None and current is not None:
+            current.tracked = True
+        self._committed_events.extend(new.event for new in new_events)
 
     async def rollback(self) -> None:
         """Undo what is not committed; the events it recorded are dropped."""
@@ -66,15 +138,26 @@ class AbstractUnitOfWork(abc.ABC):
         collected, self._committed_events = self._committed_events, []
         return collected
 
-    def _take_new_events(self) -> list[events.Event]:
-        new_events: list[events.Event] = []
-        aggregates: Iterable[model.Product | users.User] = itertools.chain(
+    def _take_new_events(self) -> list[eventlog.NewEvent]:
+        new_events: list[eventlog.NewEvent] = []
+        aggregates: Iterable[Aggregate] = itertools.chain(
             self.products.seen.values(), self.users.seen.values()
         )
         for aggregate in aggregates:
-            if aggregate.events:
-                new_events.extend(aggregate.events)
-                aggregate.events.clear()
+            if not aggregate.events:
+                continue
+            # The last event brings the aggregate to its current version.
+            first_version = aggregate.version_number - len(aggregate.events) + 1
+            new_events.extend(
+                eventlog.NewEvent(
+                    event=event,
+                    aggregate_type=aggregate.AGGREGATE_TYPE,
+                    aggregate_id=aggregate.aggregate_id,
+                    aggregate_version=version,
+                )
+                for version, event in enumerate(aggregate.events, first_version)
+            )
+            aggregate.events.clear()
         return new_events
 
     @abc.abstractmethod
@@ -82,7 +165,10 @@ class AbstractUnitOfWork(abc.ABC):
         raise NotImplementedError
 
     @abc.abstractmethod
-    async def _commit(self, new_events: list[events.Event]) -> None:
+    async def _commit(
+        self, new_events: list[eventlog.NewEvent], tracking: tuple[str, str] | None
+    ) -> None:
+        """Append ``new_events`` and the tracking row, then commit, atomically."""
         raise NotImplementedError
 
     @abc.abstractmethod
@@ -107,6 +193,8 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self.products = repository.SqlAlchemyProductRepository(self.session)
         self.users = repository.SqlAlchemyUserRepository(self.session)
         self.allocations_view = read_model.SqlAlchemyAllocationsView(self.session)
+        self.users_view = read_model.SqlAlchemyUsersView(self.session)
+        self.event_log = sql_eventlog.SqlAlchemyEventLog(self.session)
 
     async def __aexit__(
         self,
@@ -127,11 +215,19 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             if ours is not exc:
                 raise ours from exc
 
-    async def _commit(self, new_events: list[events.Event]) -> None:
+    async def _commit(
+        self, new_events: list[eventlog.NewEvent], tracking: tuple[str, str] | None
+    ) -> None:
         # Both arguments are lazy (a URL object, a generator): they cost nothing
         # unless the commit fails.
         new_emails = (user.email for user in self.users.seen.values())
         with database.translated_errors(self.session.get_bind().engine.url, new_emails):
+            await self.event_log.append(new_events)
+            if tracking is not None:
+                subscriber, message_id = tracking
+                await self.event_log.mark_processed(
+                    subscriber, [message_id], exactly_once=True
+                )
             await self.session.commit()
 
     async def _rollback(self) -> None:

@@ -1,0 +1,245 @@
+"""The event log in SQL tables, on the unit of work's session (asyncio only)."""
+
+from __future__ import annotations
+
+import datetime
+import functools
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from allocation.adapters import orm
+from allocation.adapters.eventlog import (
+    AbstractEventLog,
+    DeadLetter,
+    LoggedEvent,
+    rebuild_event,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable, Sequence
+
+    from sqlalchemy import Row
+    from sqlalchemy.ext.asyncio import AsyncSession
+    from sqlalchemy.sql.expression import Executable
+
+    from allocation.adapters.eventlog import NewEvent
+
+# Any constant works: it names the one advisory lock that orders appends.
+_APPEND_LOCK_KEY = 0x616C6C6F63  # "alloc"
+
+
+@functools.cache
+def _insert_ignoring_duplicates(dialect: str) -> Executable:
+    """Insert tracking rows, skipping those already there (built once per dialect)."""
+    insert_into = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert_into(orm.processed_messages).on_conflict_do_nothing()
+
+
+def _utc_now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class SqlAlchemyEventLog(AbstractEventLog):
+    """The log, tracking and dead letters in the tables of ``orm``."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._dialect = session.get_bind().dialect.name
+
+    async def append(self, new_events: Sequence[NewEvent]) -> None:
+        if not new_events:
+            return
+        if self._dialect == "postgresql":
+            # Appenders queue here until the holder commits, so positions are handed
+            # out in commit order and a reader never sees a later one first. SQLite
+            # gets the same from its single writer.
+            await self._session.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}
+            )
+        now = _utc_now()
+        await self._session.execute(
+            insert(orm.event_log),
+            [
+                {
+                    "message_id": new.event.message_id,
+                    "aggregate_type": new.aggregate_type,
+                    "aggregate_id": new.aggregate_id,
+                    "aggregate_version": new.aggregate_version,
+                    "name": new.event.TYPE,
+                    "payload": new.event.to_payload(),
+                    "occurred_at": now,
+                    "correlation_id": new.event.correlation_id,
+                    "causation_id": new.event.causation_id,
+                }
+                for new in new_events
+            ],
+        )
+
+    async def read(
+        self, *, after: int, names: Collection[str] | None = None, limit: int = 500
+    ) -> list[LoggedEvent]:
+        log = orm.event_log
+        query = select(log).where(log.c.position > after)
+        if names is not None:
+            query = query.where(log.c.name.in_(list(names)))
+        rows = await self._session.execute(query.order_by(log.c.position).limit(limit))
+        return [_logged(row) for row in rows]
+
+    async def get(self, message_id: str) -> LoggedEvent | None:
+        log = orm.event_log
+        row = (
+            await self._session.execute(
+                select(log).where(log.c.message_id == message_id)
+            )
+        ).first()
+        return None if row is None else _logged(row)
+
+    async def last_position(self) -> int:
+        newest = await self._session.scalar(
+            select(func.coalesce(func.max(orm.event_log.c.position), 0))
+        )
+        return int(newest or 0)
+
+    async def mark_processed(
+        self, subscriber: str, message_ids: Iterable[str], *, exactly_once: bool
+    ) -> None:
+        rows = [{"subscriber": subscriber, "message_id": mid} for mid in message_ids]
+        if not rows:
+            return
+        statement = (
+            insert(orm.processed_messages)
+            if exactly_once
+            else _insert_ignoring_duplicates(self._dialect)
+        )
+        await self._session.execute(statement, rows)
+
+    async def processed_among(
+        self, subscriber: str, message_ids: Collection[str]
+    ) -> set[str]:
+        if not message_ids:
+            return set()
+        table = orm.processed_messages
+        found = await self._session.scalars(
+            select(table.c.message_id).where(
+                table.c.subscriber == subscriber,
+                table.c.message_id.in_(list(message_ids)),
+            )
+        )
+        return set(found)
+
+    async def checkpoint(self, subscriber: str) -> int | None:
+        table = orm.subscriber_checkpoints
+        position = await self._session.scalar(
+            select(table.c.position).where(table.c.subscriber == subscriber)
+        )
+        return None if position is None else int(position)
+
+    async def set_checkpoint(self, subscriber: str, position: int) -> None:
+        table = orm.subscriber_checkpoints
+        moved = await self._session.execute(
+            update(table)
+            .where(table.c.subscriber == bindparam("name"))
+            .values(position=bindparam("to")),
+            {"name": subscriber, "to": position},
+        )
+        if moved.rowcount == 0:  # type: ignore[attr-defined]  # a CursorResult
+            await self._session.execute(
+                insert(table), {"subscriber": subscriber, "position": position}
+            )
+
+    async def forget(self, subscriber: str) -> None:
+        for table in (
+            orm.processed_messages,
+            orm.subscriber_checkpoints,
+            orm.dead_letters,
+        ):
+            await self._session.execute(
+                delete(table).where(table.c.subscriber == subscriber)
+            )
+
+    async def add_dead_letter(
+        self, subscriber: str, message_id: str, error: str, attempts: int
+    ) -> None:
+        table = orm.dead_letters
+        values: dict[str, Any] = {
+            "error": error,
+            "attempts": attempts,
+            "last_tried": _utc_now(),
+        }
+        refreshed = await self._session.execute(
+            update(table)
+            .where(table.c.subscriber == subscriber, table.c.message_id == message_id)
+            .values(**values)
+        )
+        if refreshed.rowcount == 0:  # type: ignore[attr-defined]  # a CursorResult
+            await self._session.execute(
+                insert(table),
+                {"subscriber": subscriber, "message_id": message_id, **values},
+            )
+
+    async def dead_letters(
+        self, subscriber: str | None = None, *, limit: int = 1000
+    ) -> list[DeadLetter]:
+        table = orm.dead_letters
+        query = select(table).order_by(table.c.id).limit(limit)
+        if subscriber is not None:
+            query = query.where(table.c.subscriber == subscriber)
+        return [_dead_letter(row) for row in await self._session.execute(query)]
+
+    async def dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
+        table = orm.dead_letters
+        row = (
+            await self._session.execute(
+                select(table).where(table.c.id == dead_letter_id)
+            )
+        ).first()
+        return None if row is None else _dead_letter(row)
+
+    async def remove_dead_letter(self, dead_letter_id: int) -> None:
+        table = orm.dead_letters
+        await self._session.execute(delete(table).where(table.c.id == dead_letter_id))
+
+    async def dead_message_ids(
+        self, subscriber: str, message_ids: Collection[str]
+    ) -> set[str]:
+        if not message_ids:
+            return set()
+        table = orm.dead_letters
+        found = await self._session.scalars(
+            select(table.c.message_id).where(
+                table.c.subscriber == subscriber,
+                table.c.message_id.in_(list(message_ids)),
+            )
+        )
+        return set(found)
+
+
+def _logged(row: Row[Any]) -> LoggedEvent:
+    return LoggedEvent(
+        position=row.position,
+        event=rebuild_event(
+            row.name, row.payload, row.message_id, row.correlation_id, row.causation_id
+        ),
+        aggregate_type=row.aggregate_type,
+        aggregate_id=row.aggregate_id,
+        aggregate_version=row.aggregate_version,
+        occurred_at=_aware(row.occurred_at),
+    )
+
+
+def _dead_letter(row: Row[Any]) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        subscriber=row.subscriber,
+        message_id=row.message_id,
+        error=row.error,
+        attempts=row.attempts,
+        last_tried=_aware(row.last_tried),
+    )
+
+
+def _aware(moment: datetime.datetime) -> datetime.datetime:
+    # SQLite hands back naive datetimes; every time we store is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)

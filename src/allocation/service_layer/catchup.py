@@ -1,0 +1,175 @@
+"""Catch-up and replay: deliver from the event log what subscribers have not handled.
+
+The bus delivers events right after their commit (the fast path). Whatever that
+missed (the process died, a handler was dead-lettered and retried, a projection is
+rebuilt) is found here by reading the log from each subscriber's checkpoint, in log
+order and in batches, so memory does not grow with the log.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+
+from allocation.domain.exceptions import AlreadyProcessed
+from allocation.service_layer.exceptions import UnknownSubscriber
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from allocation.adapters.eventlog import LoggedEvent
+    from allocation.service_layer.messagebus import MessageBus, Subscriber
+    from allocation.service_layer.projections import Projection
+
+logger = logging.getLogger(__name__)
+
+
+async def catch_up(bus: MessageBus, *, batch_size: int = 500) -> int:
+    """One pass over every subscriber; returns how many events it delivered."""
+    await bus.flush_completions()
+    delivered = 0
+    for name, handlers in bus.subscriptions().items():
+        projection = bus.projections.get(name)
+        if projection is not None:
+            delivered += await _catch_up_projection(bus, projection, batch_size)
+        else:
+            delivered += await _catch_up_handler(bus, name, handlers, batch_size)
+    return delivered
+
+
+async def keep_catching_up(bus: MessageBus, interval: float, batch_size: int) -> None:
+    """Run a catch-up pass every ``interval`` seconds until cancelled."""
+    while True:
+        await anyio.sleep(interval)
+        try:
+            delivered = await catch_up(bus, batch_size=batch_size)
+        except Exception as error:  # noqa: BLE001 - a background loop: log and go on
+            logger.warning("catch-up pass failed, will retry: %s", error)
+        else:
+            if delivered:
+                logger.info("catch-up delivered %d events", delivered)
+
+
+async def replay(
+    bus: MessageBus,
+    name: str,
+    *,
+    batch_size: int = 1000,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Rebuild the projection ``name`` from the whole log; returns events applied.
+
+    It empties the read model and forgets what it had handled, then applies every
+    event in log order. Interrupted, it can simply be run again.
+    """
+    projection = bus.projections.get(name)
+    if projection is None:
+        raise UnknownSubscriber(name)
+    async with bus.uow_factory() as uow:
+        await projection.clear(uow)
+        await uow.event_log.forget(name)
+        await uow.event_log.set_checkpoint(name, 0)
+        await uow.commit()
+    return await _catch_up_projection(bus, projection, batch_size, progress)
+
+
+async def _start_position(
+    bus: MessageBus, name: str, *, from_start: bool
+) -> int | None:
+    async with bus.uow_factory() as uow:
+        position = await uow.event_log.checkpoint(name)
+        if position is not None:
+            return position
+        # A subscriber seen for the first time: a projection must hold the whole
+        # history; any other handler starts from now (a new email handler does not
+        # write to every past customer).
+        start = 0 if from_start else await uow.event_log.last_position()
+        await uow.event_log.set_checkpoint(name, start)
+        await uow.commit()
+    return start if from_start else None
+
+
+async def _pending(
+    bus: MessageBus, name: str, names: frozenset[str], after: int, batch_size: int
+) -> tuple[list[LoggedEvent], int, bool]:
+    """The next batch's undelivered events, the checkpoint they lead to, and more?"""
+    async with bus.uow_factory() as uow:
+        batch = await uow.event_log.read(after=after, names=names, limit=batch_size)
+        ids = [logged.event.message_id for logged in batch]
+        done = await uow.event_log.processed_among(name, ids)
+        done |= await uow.event_log.dead_message_ids(name, ids)
+    todo: list[LoggedEvent] = []
+    for logged in batch:
+        if logged.event.message_id in done:
+            continue
+        if logged.event.message_id in bus.claimed:
+            # The fast path of this process has it in hand: stop short of it.
+            return todo, logged.position - 1, False
+        todo.append(logged)
+    checkpoint = batch[-1].position if batch else after
+    return todo, checkpoint, len(batch) == batch_size
+
+
+async def _catch_up_handler(
+    bus: MessageBus, name: str, handlers: dict[str, Subscriber], batch_size: int
+) -> int:
+    checkpoint = await _start_position(bus, name, from_start=False)
+    if checkpoint is None:
+        return 0
+    delivered = 0
+    names = frozenset(handlers)
+    while True:
+        todo, reached, more = await _pending(bus, name, names, checkpoint, batch_size)
+        for logged in todo:
+            await bus.deliver(name, logged.event)  # handled, or dead-lettered
+            delivered += 1
+        await bus.flush_completions()
+        if reached != checkpoint:
+            async with bus.uow_factory() as uow:
+                await uow.event_log.set_checkpoint(name, reached)
+                await uow.commit()
+            checkpoint = reached
+        if not more:
+            return delivered
+
+
+async def _catch_up_projection(
+    bus: MessageBus,
+    projection: Projection,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    name = projection.name
+    checkpoint = await _start_position(bus, name, from_start=True) or 0
+    applied = 0
+    total = 0
+    if progress is not None:
+        async with bus.uow_factory() as uow:
+            total = await uow.event_log.last_position()
+    while True:
+        todo, reached, more = await _pending(
+            bus, name, projection.event_names, checkpoint, batch_size
+        )
+        try:
+            # One transaction per batch: the changes, what they handled, and the
+            # checkpoint, all or nothing.
+            async with bus.uow_factory() as uow:
+                for logged in todo:
+                    await projection.apply(logged.event, uow)
+                await uow.event_log.mark_processed(
+                    name,
+                    [logged.event.message_id for logged in todo],
+                    exactly_once=True,
+                )
+                await uow.event_log.set_checkpoint(name, reached)
+                await uow.commit()
+        except AlreadyProcessed:
+            continue  # the fast path got there meanwhile: read the batch again
+        applied += len(todo)
+        checkpoint = reached
+        if progress is not None:
+            progress(checkpoint, max(total, checkpoint))
+        if not more:
+            return applied

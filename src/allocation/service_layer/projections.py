@@ -1,0 +1,96 @@
+"""Projections: read models built from events, which a replay can rebuild from the log.
+
+A projection is a subscriber like any other, with a stable name. Its changes are
+database writes made in the same transaction as the record that it has handled the
+event, so each event takes effect exactly once, even when delivered twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any
+
+from allocation.domain import events
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Mapping
+
+    from allocation.service_layer.unit_of_work import AbstractUnitOfWork
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Projection:
+    """A read model: its name, what each event does to it, and how to empty it.
+
+    Attributes:
+        name: the subscriber name under which its progress is tracked.
+        appliers: for each event type, a function that changes the read model
+            inside an open unit of work (without committing).
+        clear: empties the read model inside an open unit of work.
+    """
+
+    name: str
+    appliers: Mapping[
+        type[events.Event], Callable[[Any, AbstractUnitOfWork], Awaitable[None]]
+    ]
+    clear: Callable[[AbstractUnitOfWork], Awaitable[None]]
+
+    @property
+    def event_names(self) -> frozenset[str]:
+        return frozenset(kind.TYPE for kind in self.appliers)
+
+    def handler(
+        self, event_type: type[events.Event]
+    ) -> Callable[[Any, AbstractUnitOfWork], Awaitable[None]]:
+        """The bus handler for one event type: apply, then commit."""
+        apply = self.appliers[event_type]
+
+        async def apply_and_commit(event: Any, uow: AbstractUnitOfWork) -> None:
+            async with uow:
+                await apply(event, uow)
+                await uow.commit()
+
+        apply_and_commit.__name__ = f"{self.name}.{apply.__name__}"
+        return apply_and_commit
+
+    async def apply(self, event: events.Event, uow: AbstractUnitOfWork) -> None:
+        """Apply one event inside an open unit of work (for catch-up and replay)."""
+        await self.appliers[type(event)](event, uow)
+
+
+async def _add_allocation(event: events.Allocated, uow: AbstractUnitOfWork) -> None:
+    await uow.allocations_view.add(event.orderid, event.sku, event.batchref)
+
+
+async def _remove_allocation(
+    event: events.Deallocated, uow: AbstractUnitOfWork
+) -> None:
+    await uow.allocations_view.remove(event.orderid, event.sku, event.batchref)
+
+
+async def _clear_allocations(uow: AbstractUnitOfWork) -> None:
+    await uow.allocations_view.clear()
+
+
+async def _add_user(event: events.UserRegistered, uow: AbstractUnitOfWork) -> None:
+    await uow.users_view.add(event.user_id, event.name, event.email)
+
+
+async def _clear_users(uow: AbstractUnitOfWork) -> None:
+    await uow.users_view.clear()
+
+
+ALLOCATIONS_VIEW = Projection(
+    name="allocations_view",
+    appliers={
+        events.Allocated: _add_allocation,
+        events.Deallocated: _remove_allocation,
+    },
+    clear=_clear_allocations,
+)
+USERS_VIEW = Projection(
+    name="users_view",
+    appliers={events.UserRegistered: _add_user},
+    clear=_clear_users,
+)
+PROJECTIONS = (ALLOCATIONS_VIEW, USERS_VIEW)

@@ -55,6 +55,9 @@ class FakeProductRepository(AbstractProductRepository):
     async def _get(self, sku: str) -> model.Product | None:
         return self._by_sku.get(sku)
 
+    async def all_skus(self) -> list[str]:
+        return sorted(self._by_sku)
+
     async def _get_by_batchref(self, ref: str) -> model.Product | None:
         # A linear scan: fine for the handful of products a test creates.
         for product in self._by_sku.values():
@@ -86,6 +89,9 @@ class FakeUserRepository(AbstractUserRepository):
 
     async def _get_by_email(self, email: str) -> users.User | None:
         return self._by_email.get(email)
+
+    async def all_ids(self) -> list[str]:
+        return sorted(self._by_id)
 
 
 class FakeAllocationsView(AbstractAllocationsView):

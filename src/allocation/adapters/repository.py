@@ -58,6 +58,10 @@ class AbstractProductRepository(AbstractRepository[model.Product]):
     async def _get_by_batchref(self, ref: str) -> model.Product | None:
         raise NotImplementedError
 
+    @abc.abstractmethod
+    async def all_skus(self) -> list[str]:
+        """Every stored sku, sorted (for verification)."""
+
 
 class AbstractUserRepository(AbstractRepository[users.User]):
     """Users by id or by normalised email."""
@@ -75,6 +79,10 @@ class AbstractUserRepository(AbstractRepository[users.User]):
     @abc.abstractmethod
     async def _get_by_email(self, email: str) -> users.User | None:
         raise NotImplementedError
+
+    @abc.abstractmethod
+    async def all_ids(self) -> list[str]:
+        """Every stored user id, sorted (for verification)."""
 
 
 @functools.cache
@@ -136,6 +144,12 @@ class SqlAlchemyProductRepository(AbstractProductRepository):
         result = await self._session.scalars(by_batchref, {"ref": ref})
         return result.unique().one_or_none()
 
+    async def all_skus(self) -> list[str]:
+        skus = await self._session.scalars(
+            select(orm.products.c.sku).order_by(orm.products.c.sku)
+        )
+        return list(skus)
+
 
 class SqlAlchemyUserRepository(AbstractUserRepository):
     """Users in a SQL database (asyncio only)."""
@@ -153,3 +167,9 @@ class SqlAlchemyUserRepository(AbstractUserRepository):
     async def _get_by_email(self, email: str) -> users.User | None:
         query = select(users.User).where(orm.users_table.c.email == email)
         return (await self._session.scalars(query)).one_or_none()
+
+    async def all_ids(self) -> list[str]:
+        ids = await self._session.scalars(
+            select(orm.users_table.c.id).order_by(orm.users_table.c.id)
+        )
+        return list(ids)

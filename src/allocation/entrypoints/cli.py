@@ -19,6 +19,7 @@ from allocation.domain.exceptions import (
     EmailAlreadyRegistered,
     InvalidQuantity,
 )
+from allocation.entrypoints import cli_log
 from allocation.service_layer import services
 
 if TYPE_CHECKING:
@@ -50,6 +51,18 @@ def _quantity(minimum: int) -> Callable[[str], int]:
             ) from None
 
     return parse
+
+
+def _whole_number(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid number {raw!r}: must be a whole number >= 0"
+        )
+    return value
 
 
 def _date(raw: str) -> datetime.date:
@@ -108,6 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     allocations = commands.add_parser("allocations", help="show an order's allocations")
     allocations.add_argument("orderid")
+    cli_log.add_parsers(commands, _whole_number)
     return parser
 
 
@@ -206,6 +220,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "allocate": _allocate,
     "change-batch-quantity": _change_batch_quantity,
     "allocations": _allocations,
+    **cli_log.ACTIONS,
 }
 
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import anyio
 
 from allocation.domain.exceptions import AlreadyProcessed
-from allocation.service_layer.exceptions import UnknownSubscriber
+from allocation.service_layer.exceptions import UnknownDeadLetter, UnknownSubscriber
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from allocation.adapters.eventlog import LoggedEvent
+    from allocation.adapters.eventlog import DeadLetter, LoggedEvent
     from allocation.service_layer.messagebus import MessageBus, Subscriber
     from allocation.service_layer.projections import Projection
 
@@ -73,6 +73,42 @@ async def replay(
         await uow.event_log.set_checkpoint(name, 0)
         await uow.commit()
     return await _catch_up_projection(bus, projection, batch_size, progress)
+
+
+async def retry_dead_letter(bus: MessageBus, dead_letter_id: int) -> DeadLetter | None:
+    """Deliver a dead letter's message again; None once handled, else the new letter."""
+    letter, logged = await _dead_letter_and_event(bus, dead_letter_id)
+    if not await bus.deliver(letter.subscriber, logged.event):
+        async with bus.uow_factory() as uow:
+            return await uow.event_log.dead_letter(dead_letter_id)
+    await bus.flush_completions()
+    async with bus.uow_factory() as uow:
+        await uow.event_log.remove_dead_letter(dead_letter_id)
+        await uow.commit()
+    return None
+
+
+async def discard_dead_letter(bus: MessageBus, dead_letter_id: int) -> DeadLetter:
+    """Give up on a dead letter for good: its message counts as handled."""
+    letter, _ = await _dead_letter_and_event(bus, dead_letter_id)
+    async with bus.uow_factory() as uow:
+        await uow.event_log.mark_processed(
+            letter.subscriber, [letter.message_id], exactly_once=False
+        )
+        await uow.event_log.remove_dead_letter(dead_letter_id)
+        await uow.commit()
+    return letter
+
+
+async def _dead_letter_and_event(
+    bus: MessageBus, dead_letter_id: int
+) -> tuple[DeadLetter, LoggedEvent]:
+    async with bus.uow_factory() as uow:
+        letter = await uow.event_log.dead_letter(dead_letter_id)
+        logged = None if letter is None else await uow.event_log.get(letter.message_id)
+    if letter is None or logged is None:
+        raise UnknownDeadLetter(dead_letter_id)
+    return letter, logged
 
 
 async def _start_position(
@@ -170,6 +206,8 @@ async def _catch_up_projection(
         applied += len(todo)
         checkpoint = reached
         if progress is not None:
-            progress(checkpoint, max(total, checkpoint))
+            # The last events of the log may be of other names: done means done.
+            shown = checkpoint if more else max(total, checkpoint)
+            progress(shown, max(total, checkpoint))
         if not more:
             return applied

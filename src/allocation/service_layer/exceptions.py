@@ -4,6 +4,7 @@ AllocationError
 ├── InvalidSku        an order names a sku that has no batches
 ├── UnknownBatch      a batch reference that does not exist
 ├── UnknownSubscriber a subscriber name that no handler has
+├── UnknownDeadLetter a dead-letter id that does not exist
 └── UnknownMessage    the bus was handed something it has no handler for
 """
 
@@ -36,6 +37,14 @@ class UnknownSubscriber(AllocationError):
         self.event_type = event_type
         what = f" for {event_type}" if event_type else ""
         super().__init__(f"no subscriber {name!r}{what}")
+
+
+class UnknownDeadLetter(AllocationError):
+    """Raised when a dead-letter id names no dead letter."""
+
+    def __init__(self, dead_letter_id: int) -> None:
+        self.dead_letter_id = dead_letter_id
+        super().__init__(f"no dead letter with id {dead_letter_id}")
 
 
 class UnknownMessage(AllocationError):

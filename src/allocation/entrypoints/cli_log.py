@@ -1,0 +1,162 @@
+"""The event-log commands of ``allocation``: events, dead letters, replay, verify."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING, Any
+
+from allocation.bootstrap import bootstrap
+from allocation.service_layer import catchup
+from allocation.service_layer.verify import verify
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Awaitable, Callable
+
+    from allocation.adapters.eventlog import LoggedEvent
+
+
+def add_parsers(commands: argparse._SubParsersAction[Any], positive: Any) -> None:
+    """Add the event-log subcommands to the ``allocation`` parser."""
+    events = commands.add_parser("events", help="the event log")
+    events_actions = events.add_subparsers(dest="action", required=True)
+    listing = events_actions.add_parser("list", help="show logged events, oldest first")
+    listing.add_argument(
+        "--after", type=positive, default=0, help="after this position"
+    )
+    listing.add_argument("--name", help="only events of this name, e.g. allocated")
+    listing.add_argument("--limit", type=positive, help="at most this many")
+    listing.add_argument("--json", action="store_true", help="one JSON object a line")
+
+    letters = commands.add_parser("dead-letters", help="messages handlers gave up on")
+    letters_actions = letters.add_subparsers(dest="action", required=True)
+    letters_actions.add_parser("list", help="show the dead letters")
+    retry = letters_actions.add_parser("retry", help="deliver one again")
+    retry.add_argument("id", type=positive)
+    discard = letters_actions.add_parser("discard", help="give up on one for good")
+    discard.add_argument("id", type=positive)
+
+    replay = commands.add_parser("replay", help="rebuild a read model from the log")
+    replay.add_argument("subscriber", help="allocations_view or users_view")
+
+    commands.add_parser("verify", help="compare the folded log with the stored state")
+    commands.add_parser("catch-up", help="deliver what the log holds undelivered, once")
+
+
+async def _events(args: argparse.Namespace) -> int:
+    shown = 0
+    async with bootstrap(catch_up=False) as bus:
+        after = args.after
+        while args.limit is None or shown < args.limit:
+            want = 500 if args.limit is None else min(500, args.limit - shown)
+            async with bus.uow_factory() as uow:
+                names = None if args.name is None else [args.name]
+                batch = await uow.event_log.read(after=after, names=names, limit=want)
+            if not batch:
+                break
+            for logged in batch:
+                print(_as_json(logged) if args.json else _as_line(logged))
+            shown += len(batch)
+            after = batch[-1].position
+    if not args.json:
+        print(f"{shown} events", file=sys.stderr)
+    return 0
+
+
+def _as_line(logged: LoggedEvent) -> str:
+    payload = json.dumps(logged.event.to_payload(), ensure_ascii=False)
+    return (
+        f"{logged.position}\t{logged.occurred_at.isoformat(timespec='seconds')}\t"
+        f"{logged.event.TYPE}\t{logged.aggregate_type}:{logged.aggregate_id}"
+        f" v{logged.aggregate_version}\t{payload}"
+    )
+
+
+def _as_json(logged: LoggedEvent) -> str:
+    event = logged.event
+    return json.dumps(
+        {
+            "position": logged.position,
+            "message_id": event.message_id,
+            "name": event.TYPE,
+            "aggregate_type": logged.aggregate_type,
+            "aggregate_id": logged.aggregate_id,
+            "aggregate_version": logged.aggregate_version,
+            "payload": event.to_payload(),
+            "occurred_at": logged.occurred_at.isoformat(),
+            "correlation_id": event.correlation_id,
+            "causation_id": event.causation_id,
+        },
+        ensure_ascii=False,
+    )
+
+
+async def _dead_letters(args: argparse.Namespace) -> int:
+    async with bootstrap(catch_up=False) as bus:
+        if args.action == "list":
+            async with bus.uow_factory() as uow:
+                letters = await uow.event_log.dead_letters()
+            for letter in letters:
+                print(
+                    f"{letter.id}\t{letter.subscriber}\t{letter.message_id}\t"
+                    f"{letter.attempts} attempts, last "
+                    f"{letter.last_tried.isoformat(timespec='seconds')}\t{letter.error}"
+                )
+            print(f"{len(letters)} dead letters", file=sys.stderr)
+            return 0
+        if args.action == "retry":
+            still = await catchup.retry_dead_letter(bus, args.id)
+            if still is not None:
+                print(f"dead letter {args.id} failed again: {still.error}")
+                return 1
+            print(f"dead letter {args.id} handled and removed")
+            return 0
+        letter = await catchup.discard_dead_letter(bus, args.id)
+        print(
+            f"dead letter {args.id} discarded: {letter.subscriber} will not handle "
+            f"{letter.message_id}"
+        )
+        return 0
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    def show(position: int, total: int) -> None:
+        width = 30
+        done = width * position // total if total else width
+        bar = "#" * done + "-" * (width - done)
+        print(f"\r[{bar}] position {position}/{total}", end="", file=sys.stderr)
+
+    async with bootstrap(catch_up=False) as bus:
+        applied = await catchup.replay(bus, args.subscriber, progress=show)
+    print(file=sys.stderr)
+    print(f"replayed {args.subscriber}: {applied} events applied")
+    return 0
+
+
+async def _verify(args: argparse.Namespace) -> int:
+    async with bootstrap(catch_up=False) as bus:
+        problems = await verify(bus.uow_factory())
+    for problem in problems:
+        print(problem)
+    if problems:
+        print(f"verify: {len(problems)} differences", file=sys.stderr)
+        return 1
+    print("verify: the event log and the stored state agree")
+    return 0
+
+
+async def _catch_up(args: argparse.Namespace) -> int:
+    async with bootstrap(catch_up=False) as bus:
+        delivered = await catchup.catch_up(bus)
+    print(f"catch-up delivered {delivered} events")
+    return 0
+
+
+ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
+    "events": _events,
+    "dead-letters": _dead_letters,
+    "replay": _replay,
+    "verify": _verify,
+    "catch-up": _catch_up,
+}

@@ -17,7 +17,7 @@ from allocation.domain.exceptions import AlreadyProcessed
 from allocation.service_layer.exceptions import UnknownDeadLetter, UnknownSubscriber
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Collection
 
     from allocation.adapters.eventlog import DeadLetter, LoggedEvent
     from allocation.service_layer.messagebus import MessageBus, Subscriber
@@ -26,11 +26,18 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def catch_up(bus: MessageBus, *, batch_size: int = 500) -> int:
-    """One pass over every subscriber; returns how many events it delivered."""
+async def catch_up(
+    bus: MessageBus,
+    *,
+    batch_size: int = 500,
+    subscribers: Collection[str] | None = None,
+) -> int:
+    """One pass over every subscriber (or those named); returns events delivered."""
     await bus.flush_completions()
     delivered = 0
     for name, handlers in bus.subscriptions().items():
+        if subscribers is not None and name not in subscribers:
+            continue
         projection = bus.projections.get(name)
         if projection is not None:
             delivered += await _catch_up_projection(bus, projection, batch_size)

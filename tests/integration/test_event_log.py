@@ -1,0 +1,279 @@
+"""The durable event log on real databases: atomic appends, tracking, catch-up, replay."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import text
+
+from allocation.adapters.eventlog import NewEvent
+from allocation.domain import events, model, users
+from allocation.domain.exceptions import ConcurrencyConflict, EmailAlreadyRegistered
+from allocation.service_layer import catchup, services
+from tests.conftest import random_batchref, random_sku
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from allocation.service_layer.messagebus import MessageBus
+    from allocation.service_layer.unit_of_work import (
+        AbstractUnitOfWork,
+        SqlAlchemyUnitOfWork,
+    )
+    from allocation.testing import FakeNotifications
+
+
+async def _scalar(engine: AsyncEngine, sql: str, **params: object) -> object:
+    async with engine.connect() as connection:
+        return (await connection.execute(text(sql), params)).scalar()
+
+
+async def _register_without_dispatch(bus: MessageBus, email: str) -> str:
+    """Commit a registration the way a process that died right after would leave it."""
+    user = users.User.register(str(uuid.uuid4()), "Ann", email)
+    async with bus.uow_factory() as uow:
+        uow.users.add(user)
+        await uow.commit()
+    return user.id
+
+
+async def test_the_log_row_is_written_with_the_state(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    user_id = await services.register_user(bus, "Ann", "ann@example.com")
+    row = await _scalar(
+        engine,
+        "SELECT aggregate_version FROM event_log WHERE name = 'user_registered'"
+        " AND aggregate_id = :id",
+        id=user_id,
+    )
+    assert row == 1
+
+
+async def test_a_refused_commit_leaves_neither_state_nor_log_row(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await services.register_user(bus, "Ann", "ann@example.com")
+    with pytest.raises(EmailAlreadyRegistered):
+        await services.register_user(bus, "Ann again", "ann@example.com")
+    assert await _scalar(engine, "SELECT count(*) FROM users") == 1
+    assert await _scalar(engine, "SELECT count(*) FROM event_log") == 1
+
+
+async def test_a_version_written_twice_fails_and_writes_nothing(
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork], engine: AsyncEngine
+) -> None:
+    sku = random_sku()
+    async with uow_factory() as uow:
+        uow.products.add(model.Product(sku))
+        uow.products.seen.clear()  # a product without events: nothing to log
+        await uow.event_log.append(
+            [
+                NewEvent(
+                    events.OutOfStock(sku=sku, orderid="o", qty=1), "product", sku, 1
+                )
+            ]
+        )
+        await uow.commit()
+
+    async def log_version_one_again() -> None:
+        async with uow_factory() as uow:
+            await uow.event_log.append(
+                [
+                    NewEvent(
+                        events.OutOfStock(sku=sku, orderid="p", qty=2),
+                        "product",
+                        sku,
+                        1,
+                    )
+                ]
+            )
+            await uow.commit()
+
+    with pytest.raises(ConcurrencyConflict):
+        await log_version_one_again()
+    assert await _scalar(engine, "SELECT count(*) FROM event_log") == 1
+
+
+async def test_duplicate_delivery_to_a_tracked_handler_has_one_effect(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    async def create_a_product(
+        event: events.UserRegistered, uow: AbstractUnitOfWork
+    ) -> None:
+        async with uow:  # not idempotent by itself: every run adds a product
+            uow.products.add(model.Product(f"effect-{uuid.uuid4().hex[:8]}"))
+            await uow.commit()
+
+    bus.subscribe(events.UserRegistered, create_a_product, name="effects")
+    event = events.UserRegistered(user_id="u1", name="Ann", email="ann@example.com")
+    assert await bus.deliver("effects", event)
+    assert await bus.deliver("effects", event)  # a redelivery is fine...
+    products = await _scalar(engine, "SELECT count(*) FROM products")
+    assert products == 1  # ...and has no second effect
+
+
+async def test_catch_up_delivers_what_was_never_dispatched(
+    bus: MessageBus, notifications: FakeNotifications, engine: AsyncEngine
+) -> None:
+    user_id = await _register_without_dispatch(bus, "lost@example.com")
+    assert notifications.sent == {}
+
+    delivered = await catchup.catch_up(bus)
+
+    assert delivered == 4  # welcome email, log line, coupon, users view
+    assert [m.subject for m in notifications.sent["lost@example.com"]] == [
+        "Добро пожаловать!",
+        "Ваш купон",
+    ]
+    assert await _scalar(engine, "SELECT user_id FROM users_view") == user_id
+    assert await catchup.catch_up(bus) == 0  # and nothing twice
+
+
+async def test_a_dead_letter_does_not_block_later_events(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    calls: list[str] = []
+
+    async def fragile(event: events.UserRegistered) -> None:
+        calls.append(event.email)
+        if event.email.startswith("bad"):
+            raise RuntimeError("cannot handle this one")
+
+    bus.subscribe(events.UserRegistered, fragile)
+    await catchup.catch_up(bus)  # a new subscriber starts from the end of the log
+    for email in ("one@example.com", "bad@example.com", "two@example.com"):
+        await _register_without_dispatch(bus, email)
+
+    await catchup.catch_up(bus)
+    calls_after_first_pass = list(calls)
+    await catchup.catch_up(bus)
+
+    attempts = bus._retry.attempts
+    assert calls_after_first_pass == [
+        "one@example.com",
+        *["bad@example.com"] * attempts,
+        "two@example.com",
+    ]
+    assert calls == calls_after_first_pass  # no spinning on the dead letter
+    assert await _scalar(engine, "SELECT count(*) FROM dead_letters") == 1
+    async with bus.uow_factory() as uow:
+        [letter] = await uow.event_log.dead_letters("fragile")
+    assert letter.attempts == attempts
+    assert "cannot handle this one" in letter.error
+
+
+async def test_a_dead_letter_can_be_retried_and_discarded(bus: MessageBus) -> None:
+    failing = {"on": True}
+
+    async def flaky(event: events.UserRegistered) -> None:
+        if failing["on"]:
+            raise RuntimeError("down")
+
+    bus.subscribe(events.UserRegistered, flaky)
+    await catchup.catch_up(bus)
+    await _register_without_dispatch(bus, "a@example.com")
+    await _register_without_dispatch(bus, "b@example.com")
+    await catchup.catch_up(bus)
+    async with bus.uow_factory() as uow:
+        first, second = await uow.event_log.dead_letters("flaky")
+
+    assert await catchup.retry_dead_letter(bus, first.id) is not None  # still down
+    failing["on"] = False
+    assert await catchup.retry_dead_letter(bus, first.id) is None
+    discarded = await catchup.discard_dead_letter(bus, second.id)
+
+    async with bus.uow_factory() as uow:
+        assert await uow.event_log.dead_letters("flaky") == []
+        handled = await uow.event_log.processed_among(
+            "flaky", [first.message_id, discarded.message_id]
+        )
+    assert handled == {first.message_id, second.message_id}
+
+
+async def _append_allocations(bus: MessageBus, count: int) -> None:
+    """Log ``count`` Allocated and Deallocated events, as a busy shop would."""
+    batch: list[NewEvent] = []
+    for index in range(count):
+        sku = f"sku-{index % 97}"
+        kind = events.Deallocated if index % 10 == 9 else events.Allocated
+        event = kind(
+            orderid=f"order-{index // 10}", sku=sku, qty=1, batchref=f"b-{index}"
+        )
+        batch.append(NewEvent(event, "product", f"p-{index}", 1))
+        if len(batch) == 1000:
+            async with bus.uow_factory() as uow:
+                await uow.event_log.append(batch)
+                await uow.commit()
+            batch = []
+
+
+async def _allocations_view(engine: AsyncEngine) -> list[tuple[object, ...]]:
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT orderid, sku, batchref FROM allocations_view ORDER BY 1, 2, 3")
+        )
+        return [tuple(row) for row in rows]
+
+
+async def test_replay_of_10000_events_rebuilds_an_identical_read_model(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _append_allocations(bus, 10_000)
+    await catchup.catch_up(bus, subscribers=["allocations_view"])
+    built = await _allocations_view(engine)
+    assert len(built) == 9_000
+
+    applied = await catchup.replay(bus, "allocations_view", batch_size=700)
+
+    assert applied == 10_000
+    assert await _allocations_view(engine) == built
+
+
+async def test_an_interrupted_replay_can_be_run_again(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _append_allocations(bus, 3_000)
+    await catchup.catch_up(bus, subscribers=["allocations_view"])
+    built = await _allocations_view(engine)
+
+    def stop_midway(position: int, total: int) -> None:
+        if position < total:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        await catchup.replay(
+            bus, "allocations_view", batch_size=500, progress=stop_midway
+        )
+    assert len(await _allocations_view(engine)) < len(built)
+
+    assert await catchup.replay(bus, "allocations_view") == 3_000
+    assert await _allocations_view(engine) == built
+
+
+async def test_events_carry_their_cause(bus: MessageBus, engine: AsyncEngine) -> None:
+    sku, first, second = random_sku(), random_batchref("a"), random_batchref("b")
+    await services.add_batch(bus, first, sku, 10)
+    await services.add_batch(bus, second, sku, 10)
+    await services.allocate(bus, "o1", sku, 5)
+    await services.change_batch_quantity(bus, first, 1)  # deallocates, reallocates
+    async with engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text(
+                    "SELECT name, message_id, correlation_id, causation_id FROM event_log"
+                    " WHERE aggregate_id = :sku ORDER BY position"
+                ),
+                {"sku": sku},
+            )
+        ).all()
+    names = [row.name for row in rows]
+    assert names[-3:] == ["batch_quantity_changed", "deallocated", "allocated"]
+    changed, deallocated, reallocated = rows[-3:]
+    assert deallocated.causation_id == changed.causation_id  # the same command
+    assert reallocated.causation_id == deallocated.message_id  # caused by the event
+    assert reallocated.correlation_id == deallocated.correlation_id

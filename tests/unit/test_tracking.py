@@ -1,0 +1,129 @@
+"""What the bus records about deliveries, with fakes: tracking, claims, causes."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from allocation import config
+from allocation.bootstrap import bootstrap
+from allocation.domain import events, users
+from allocation.service_layer import catchup, services
+from allocation.testing import FakeConsole, FakeNotifications, FakeUnitOfWork
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from allocation.service_layer.messagebus import MessageBus
+    from allocation.service_layer.unit_of_work import AbstractUnitOfWork
+
+
+@pytest.fixture
+def uow() -> FakeUnitOfWork:
+    return FakeUnitOfWork()
+
+
+@pytest.fixture
+async def bus(uow: FakeUnitOfWork) -> AsyncIterator[MessageBus]:
+    async with bootstrap(
+        uow=uow,
+        notifications=FakeNotifications(),
+        console=FakeConsole(),
+        settings=config.Settings(retry_delay=0),
+    ) as bus:
+        yield bus
+
+
+def processed_by(uow: FakeUnitOfWork, subscriber: str) -> set[str]:
+    return {mid for name, mid in uow.event_log.processed if name == subscriber}
+
+
+async def test_every_committed_event_is_logged_with_its_version(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    await services.add_batch(bus, "b1", "LAMP", 10)
+    await services.allocate(bus, "o1", "LAMP", 2)
+    logged = [
+        (e.event.TYPE, e.aggregate_id, e.aggregate_version)
+        for e in uow.event_log.logged
+    ]
+    assert logged == [("batch_created", "LAMP", 1), ("allocated", "LAMP", 2)]
+
+
+async def test_a_projection_records_the_event_in_its_own_commit(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    await services.register_user(bus, "Ann", "ann@example.com")
+    [registered] = uow.event_log.logged
+    assert processed_by(uow, "users_view") == {registered.event.message_id}
+
+
+async def test_handlers_without_a_commit_are_recorded_when_flushed(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    await services.register_user(bus, "Ann", "ann@example.com")
+    [registered] = uow.event_log.logged
+    assert processed_by(uow, "send_welcome_email") == set()
+
+    await bus.flush_completions()
+
+    for subscriber in ("send_welcome_email", "log_registration", "send_coupon"):
+        assert processed_by(uow, subscriber) == {registered.event.message_id}
+
+
+async def test_nothing_stays_claimed_once_handled(bus: MessageBus) -> None:
+    await services.add_batch(bus, "b1", "LAMP", 10)
+    await services.allocate(bus, "o1", "LAMP", 2)
+    assert bus.claimed == set()
+
+
+async def test_a_failed_command_claims_nothing(bus: MessageBus) -> None:
+    await services.register_user(bus, "Ann", "ann@example.com")
+    with pytest.raises(Exception, match="already registered"):
+        await services.register_user(bus, "Ann", "ANN@example.com")
+    assert bus.claimed == set()
+
+
+async def test_a_tracked_handler_runs_its_effect_once_per_message(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    effects: list[str] = []
+
+    async def remember(event: events.UserRegistered, uow: AbstractUnitOfWork) -> None:
+        async with uow:
+            effects.append(event.email)
+            await uow.commit()
+
+    bus.subscribe(events.UserRegistered, remember)
+    event = events.UserRegistered(user_id="u1", name="Ann", email="ann@example.com")
+    assert await bus.deliver("remember", event)
+    assert await bus.deliver("remember", event)
+    assert processed_by(uow, "remember") == {event.message_id}
+    # The fake applies effects at once; the second commit is refused, and a real
+    # database rolls the effect back with it (tests/integration proves that).
+    assert len(effects) == 2
+
+
+async def test_events_are_stamped_with_the_command_that_caused_them(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    await services.register_user(bus, "Ann", "ann@example.com")
+    [registered] = uow.event_log.logged
+    event = registered.event
+    assert event.causation_id is not None
+    assert event.correlation_id == event.causation_id
+
+
+async def test_catch_up_with_fakes_delivers_what_was_not_dispatched(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    await catchup.catch_up(bus)  # every subscriber gets a checkpoint
+    async with uow:
+        uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
+        await uow.commit()
+    uow.collect_new_events()  # the dispatch that never happened
+
+    assert await catchup.catch_up(bus) == 4
+    assert await uow.users_view.by_email("ann@example.com") is not None
+    assert await catchup.catch_up(bus) == 0

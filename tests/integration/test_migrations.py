@@ -89,3 +89,26 @@ async def test_an_unknown_revision_is_a_clear_migration_error(tmp_path: Path) ->
             await migrations.downgrade(engine, "zzz")
     finally:
         await engine.dispose()
+
+
+async def test_users_from_before_the_log_get_their_registration_logged(
+    engine: AsyncEngine,
+) -> None:
+    await migrations.downgrade(engine, "base")
+    await migrations.upgrade(engine, "0001")
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("INSERT INTO users (id, name, email) VALUES ('u1', 'Ann', 'a@x.io')")
+        )
+    await migrations.upgrade(engine)
+    async with engine.connect() as connection:
+        version = (
+            await connection.execute(text("SELECT version_number FROM users"))
+        ).scalar()
+        logged = (
+            await connection.execute(
+                text("SELECT name, aggregate_id, aggregate_version FROM event_log")
+            )
+        ).all()
+    assert version == 1
+    assert [tuple(row) for row in logged] == [("user_registered", "u1", 1)]

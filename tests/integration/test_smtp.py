@@ -168,3 +168,18 @@ async def test_bus_retries_a_message_the_server_refused_once() -> None:
 
     subjects = sorted(message["Subject"] for message in refusing.messages())
     assert subjects == ["Ваш купон", "Добро пожаловать!"]
+
+
+async def test_the_idempotency_key_is_the_message_id_header(
+    notifications: SmtpNotifications, handler: _RecordingHandler
+) -> None:
+    """Every delivery of one email carries the same Message-ID: a duplicate is visible."""
+    email_ = Email(
+        subject="s", body="b", console_line="-", idempotency_key="e2f1.welcome"
+    )
+    await notifications.send("a@example.com", email_)
+    await notifications.send("a@example.com", email_)
+    assert [m["Message-ID"] for m in handler.messages()] == [
+        "<e2f1.welcome@allocation>",
+        "<e2f1.welcome@allocation>",
+    ]

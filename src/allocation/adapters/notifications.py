@@ -23,11 +23,15 @@ class Email:
         body: the plain-text body.
         console_line: how the console stand-in announces it, e.g. the article's
             ``[Email Service] Отправка приветственного письма на ...``.
+        idempotency_key: the same on every delivery of the same email (built from
+            the event's message id); SMTP sends it as the Message-ID, by which
+            mail systems recognise a duplicate.
     """
 
     subject: str
     body: str
     console_line: str
+    idempotency_key: str | None = None
 
 
 class AbstractNotifications(abc.ABC):
@@ -72,6 +76,8 @@ class SmtpNotifications(AbstractNotifications):
         mail["From"] = self._settings.sender
         mail["To"] = destination
         mail["Subject"] = message.subject
+        if message.idempotency_key is not None:
+            mail["Message-ID"] = f"<{message.idempotency_key}@allocation>"
         mail.set_content(message.body)
         settings = self._settings
         await aiosmtplib.send(

@@ -87,6 +87,7 @@ async def send_welcome_email(
             subject="Добро пожаловать!",
             body=f"Здравствуйте, {event.name}! Спасибо за регистрацию.",
             console_line=f"[Email Service] Отправка приветственного письма на {event.email}",
+            idempotency_key=f"{event.message_id}.welcome",
         ),
     )
 
@@ -106,6 +107,7 @@ async def send_coupon(
             subject="Ваш купон",
             body=f"{event.name}, дарим вам купон на первую покупку.",
             console_line=f"[Coupon Service] Отправка купона пользователю {event.email}",
+            idempotency_key=f"{event.message_id}.coupon",
         ),
     )
 
@@ -122,6 +124,7 @@ async def send_out_of_stock_notification(
             body=f"Order {event.orderid} wanted {event.qty} of {event.sku}; none is left.",
             console_line=f"[Email Service] Out of stock: {event.sku} "
             f"(order {event.orderid}), telling {stock_desk_email}",
+            idempotency_key=f"{event.message_id}.out-of-stock",
         ),
     )
 

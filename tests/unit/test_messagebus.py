@@ -381,8 +381,8 @@ async def test_cancelling_the_caller_cancels_suspended_handlers_cleanly() -> Non
         return handler
 
     bus = make_bus()
-    bus.subscribe(Ping, waiting_handler(0))
-    bus.subscribe(Ping, waiting_handler(1))
+    bus.subscribe(Ping, waiting_handler(0), name="first")
+    bus.subscribe(Ping, waiting_handler(1), name="second")
     async with anyio.create_task_group() as group:
         group.start_soon(bus.handle, Ping())
         await both_waiting[0].wait()
@@ -401,3 +401,16 @@ async def test_bootstrap_with_a_uow_instance_shares_it_with_every_handler() -> N
     uow = FakeUnitOfWork()
     async with bootstrap(uow=uow) as bus:
         assert bus.uow_factory() is uow
+
+
+def test_one_name_cannot_subscribe_twice_to_one_event() -> None:
+    """Two handlers under one name would share one record of what is handled."""
+
+    async def handler(event: Ping) -> None:
+        raise AssertionError("never called")
+
+    bus = make_bus()
+    bus.subscribe(Ping, handler)
+    with pytest.raises(ValueError, match="already handles"):
+        bus.subscribe(Ping, handler)
+    bus.subscribe(Ping, handler, name="handler-again")

@@ -100,6 +100,7 @@ class MessageBus:
             for kind, handler in command_handlers.items()
         }
         self._event_handlers: dict[type[events.Event], list[Subscriber]] = {}
+        self._subscriptions: dict[str, dict[str, Subscriber]] | None = None
         self.projections: dict[str, Projection] = {}
         # Ids of events this process committed and is dispatching itself; catch-up
         # leaves them alone.
@@ -128,9 +129,15 @@ class MessageBus:
         """
         if not (isinstance(event_type, type) and issubclass(event_type, events.Event)):
             raise TypeError(f"{event_type!r} is not an event class")
-        self._event_handlers.setdefault(event_type, []).append(
-            self._bind(handler, name=name)
-        )
+        subscriber = self._bind(handler, name=name)
+        if event_type.TYPE in self.subscriptions().get(subscriber.name, {}):
+            # Two handlers under one name would share one record of what is handled.
+            raise ValueError(
+                f"a subscriber named {subscriber.name!r} already handles "
+                f"{event_type.TYPE}: pass another name="
+            )
+        self._event_handlers.setdefault(event_type, []).append(subscriber)
+        self._subscriptions = None
 
     def add_projection(self, projection: Projection) -> None:
         """Subscribe a read model; catch-up and replay build it from the whole log."""
@@ -142,11 +149,13 @@ class MessageBus:
 
     def subscriptions(self) -> dict[str, dict[str, Subscriber]]:
         """Every subscriber name, with its handler for each event TYPE it takes."""
-        found: dict[str, dict[str, Subscriber]] = {}
-        for event_type, subscribers in self._event_handlers.items():
-            for subscriber in subscribers:
-                found.setdefault(subscriber.name, {})[event_type.TYPE] = subscriber
-        return found
+        if self._subscriptions is None:
+            found: dict[str, dict[str, Subscriber]] = {}
+            for event_type, subscribers in self._event_handlers.items():
+                for subscriber in subscribers:
+                    found.setdefault(subscriber.name, {})[event_type.TYPE] = subscriber
+            self._subscriptions = found
+        return self._subscriptions
 
     async def handle(self, message: Message) -> Any:
         """Handle ``message`` and every event it leads to; return the command's result.

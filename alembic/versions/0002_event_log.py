@@ -1,5 +1,8 @@
 """The durable event log, subscriber tracking, dead letters and the users view.
 
+The allocations view gains the version of the last event applied to each row, so it
+no longer depends on the order in which events reach it.
+
 Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-27
@@ -29,6 +32,13 @@ def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(
             sa.Column("version_number", sa.Integer(), server_default="0", nullable=False)
+        )
+    with op.batch_alter_table("allocations_view") as batch:
+        batch.add_column(
+            sa.Column("version", sa.Integer(), server_default="0", nullable=False)
+        )
+        batch.add_column(
+            sa.Column("allocated", sa.Boolean(), server_default=sa.true(), nullable=False)
         )
     op.create_table(
         "event_log",
@@ -128,5 +138,8 @@ def downgrade() -> None:
     op.drop_table("subscriber_checkpoints")
     op.drop_table("processed_messages")
     op.drop_table("event_log")
+    with op.batch_alter_table("allocations_view") as batch:
+        batch.drop_column("allocated")
+        batch.drop_column("version")
     with op.batch_alter_table("users") as batch:
         batch.drop_column("version_number")

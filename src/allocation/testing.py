@@ -95,20 +95,44 @@ class FakeUserRepository(AbstractUserRepository):
 
 
 class FakeAllocationsView(AbstractAllocationsView):
-    """The read model as a dict keyed by (orderid, sku)."""
+    """The read model as a dict: (orderid, sku) -> (batchref, version, allocated)."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], str] = {}
+        self.lines: dict[tuple[str, str], tuple[str, int, bool]] = {}
 
-    async def add(self, orderid: str, sku: str, batchref: str) -> None:
-        self.rows[orderid, sku] = batchref
+    async def add(
+        self, orderid: str, sku: str, batchref: str, version: int | None = None
+    ) -> None:
+        self._write(orderid, sku, batchref, version, allocated=True)
 
-    async def remove(self, orderid: str, sku: str, batchref: str) -> None:
-        if self.rows.get((orderid, sku)) == batchref:
-            del self.rows[orderid, sku]
+    async def remove(
+        self, orderid: str, sku: str, batchref: str, version: int | None = None
+    ) -> None:
+        self._write(orderid, sku, batchref, version, allocated=False)
+
+    def _write(
+        self,
+        orderid: str,
+        sku: str,
+        batchref: str,
+        version: int | None,
+        *,
+        allocated: bool,
+    ) -> None:
+        known = self.lines.get((orderid, sku))
+        if version is not None and known is not None and known[1] >= version:
+            return  # an older event, or one already applied
+        self.lines[orderid, sku] = (batchref, version or 0, allocated)
+
+    @property
+    def rows(self) -> dict[tuple[str, str], str]:
+        """(orderid, sku) -> batchref of the lines allocated now."""
+        return {
+            key: ref for key, (ref, _, allocated) in self.lines.items() if allocated
+        }
 
     async def clear(self) -> None:
-        self.rows.clear()
+        self.lines.clear()
 
     async def all_rows(self) -> list[tuple[str, str, str]]:
         return sorted((order, sku, ref) for (order, sku), ref in self.rows.items())

@@ -98,7 +98,8 @@ def _clean_environment() -> dict[str, str]:
     return env | {"LC_ALL": "C.UTF-8", "PYTHONWARNINGS": "error"}
 
 
-def _cli_in(directory: Path) -> Cli:
+def cli_in(directory: Path) -> Cli:
+    """The command in ``directory``, outside the repository, with a clean environment."""
     assert not directory.is_relative_to(REPOSITORY)
     return Cli(cwd=directory, env=_clean_environment())
 
@@ -106,25 +107,25 @@ def _cli_in(directory: Path) -> Cli:
 def _copy_database(source: Cli, directory: Path) -> Cli:
     for file in source.cwd.glob("allocation.db*"):
         shutil.copy2(file, directory / file.name)
-    return _cli_in(directory)
+    return cli_in(directory)
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     """The command in a fresh, empty directory outside the repository."""
-    return _cli_in(tmp_path)
+    return cli_in(tmp_path)
 
 
 @pytest.fixture(scope="session")
 def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Cli:
-    template = _cli_in(tmp_path_factory.mktemp("migrated"))
+    template = cli_in(tmp_path_factory.mktemp("migrated"))
     template.ok("db", "upgrade")
     return template
 
 
 @pytest.fixture(scope="session")
 def _seeded_template(tmp_path_factory: pytest.TempPathFactory) -> Cli:
-    template = _cli_in(tmp_path_factory.mktemp("seeded"))
+    template = cli_in(tmp_path_factory.mktemp("seeded"))
     template.ok("db", "upgrade")
     template.ok("add-batch", "warehouse", "LAMP", "10")
     template.ok("allocate", "o1", "LAMP", "3")

@@ -55,6 +55,7 @@ def rebuild_event(
     message_id: str,
     correlation_id: str | None,
     causation_id: str | None,
+    aggregate_version: int,
 ) -> events.Event:
     """The event a log row describes (KeyError for a name no class has)."""
     event = messages.message_class(name).from_payload(
@@ -62,6 +63,7 @@ def rebuild_event(
         message_id=message_id,
         correlation_id=correlation_id,
         causation_id=causation_id,
+        aggregate_version=aggregate_version,
     )
     return event  # type: ignore[return-value]  # the log holds events only
 

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     Date,
     DateTime,
@@ -19,6 +20,7 @@ from sqlalchemy import (
     UniqueConstraint,
     event,
     inspect,
+    true,
 )
 from sqlalchemy.orm import QueryableAttribute, registry, relationship
 
@@ -139,13 +141,18 @@ users_view = Table(
     Column("email", String(254), nullable=False),
 )
 
-# Read model kept by event handlers (CQRS): one row per allocated order line.
+# Read model kept by event handlers (CQRS): one row per order line. ``version`` is
+# the product version of the last event applied to the row, so an older event that
+# arrives late changes nothing; a deallocated line stays as a row with ``allocated``
+# false, keeping its version, instead of being deleted.
 allocations_view = Table(
     "allocations_view",
     metadata,
     Column("orderid", String(255), primary_key=True),
     Column("sku", String(255), primary_key=True),
     Column("batchref", String(255), nullable=False),
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("allocated", Boolean, nullable=False, server_default=true()),
 )
 
 

@@ -27,12 +27,20 @@ class AbstractAllocationsView(abc.ABC):
     """Port for the allocations read model."""
 
     @abc.abstractmethod
-    async def add(self, orderid: str, sku: str, batchref: str) -> None:
-        """Record (or overwrite) the batch that an order line is allocated to."""
+    async def add(
+        self, orderid: str, sku: str, batchref: str, version: int | None = None
+    ) -> None:
+        """Record the batch an order line is allocated to, as of product ``version``.
+
+        A row already at that version or a later one is left alone, so events may
+        arrive in any order. ``version`` None applies unconditionally.
+        """
 
     @abc.abstractmethod
-    async def remove(self, orderid: str, sku: str, batchref: str) -> None:
-        """Forget that an order line is allocated to ``batchref``."""
+    async def remove(
+        self, orderid: str, sku: str, batchref: str, version: int | None = None
+    ) -> None:
+        """Record that an order line left ``batchref`` as of product ``version``."""
 
     @abc.abstractmethod
     async def for_order(self, orderid: str) -> list[AllocationRow]:
@@ -76,20 +84,29 @@ class AbstractUsersView(abc.ABC):
 
 
 @functools.cache
-def _upsert(dialect: str) -> Executable:
-    """Insert or overwrite one row, built once per dialect (building is the slow part).
+def _upsert(dialect: str, *, guarded: bool) -> Executable:
+    """Write one line's state, built once per dialect (building is the slow part).
 
-    An upsert, so a redelivered Allocated event leaves one row, not an error.
+    Guarded, it only overwrites a row of an older version: the newest event wins
+    whatever the order of arrival, and a redelivered one changes nothing.
     """
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(orm.allocations_view).values(
+    table = orm.allocations_view
+    statement = insert(table).values(
         orderid=bindparam("orderid"),
         sku=bindparam("sku"),
         batchref=bindparam("batchref"),
+        version=bindparam("version"),
+        allocated=bindparam("allocated"),
     )
     return statement.on_conflict_do_update(
         index_elements=["orderid", "sku"],
-        set_={"batchref": statement.excluded.batchref},
+        set_={
+            "batchref": statement.excluded.batchref,
+            "version": statement.excluded.version,
+            "allocated": statement.excluded.allocated,
+        },
+        where=(table.c.version < statement.excluded.version) if guarded else None,
     )
 
 
@@ -117,22 +134,35 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def add(self, orderid: str, sku: str, batchref: str) -> None:
-        statement = _upsert(self._session.get_bind().dialect.name)
-        await self._session.execute(
-            statement, {"orderid": orderid, "sku": sku, "batchref": batchref}
-        )
+    async def add(
+        self, orderid: str, sku: str, batchref: str, version: int | None = None
+    ) -> None:
+        await self._write(orderid, sku, batchref, version, allocated=True)
 
-    async def remove(self, orderid: str, sku: str, batchref: str) -> None:
-        table = orm.allocations_view
-        # Matching the batch too means a late Deallocated never erases the newer
-        # allocation that reallocation made.
+    async def remove(
+        self, orderid: str, sku: str, batchref: str, version: int | None = None
+    ) -> None:
+        await self._write(orderid, sku, batchref, version, allocated=False)
+
+    async def _write(
+        self,
+        orderid: str,
+        sku: str,
+        batchref: str,
+        version: int | None,
+        *,
+        allocated: bool,
+    ) -> None:
+        dialect = self._session.get_bind().dialect.name
         await self._session.execute(
-            delete(table).where(
-                table.c.orderid == orderid,
-                table.c.sku == sku,
-                table.c.batchref == batchref,
-            )
+            _upsert(dialect, guarded=version is not None),
+            {
+                "orderid": orderid,
+                "sku": sku,
+                "batchref": batchref,
+                "version": version or 0,
+                "allocated": allocated,
+            },
         )
 
     async def for_order(self, orderid: str) -> list[AllocationRow]:
@@ -140,7 +170,7 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
         await _begin_reading(self._session)
         rows = await self._session.execute(
             select(table.c.sku, table.c.batchref)
-            .where(table.c.orderid == orderid)
+            .where(table.c.orderid == orderid, table.c.allocated)
             .order_by(table.c.sku)
         )
         return [AllocationRow(sku=sku, batchref=batchref) for sku, batchref in rows]
@@ -151,7 +181,9 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
     async def all_rows(self) -> list[tuple[str, str, str]]:
         table = orm.allocations_view
         rows = await self._session.execute(
-            select(table.c.orderid, table.c.sku, table.c.batchref)
+            select(table.c.orderid, table.c.sku, table.c.batchref).where(
+                table.c.allocated
+            )
         )
         return sorted((orderid, sku, batchref) for orderid, sku, batchref in rows)
 

@@ -220,7 +220,12 @@ def _logged(row: Row[Any]) -> LoggedEvent:
     return LoggedEvent(
         position=row.position,
         event=rebuild_event(
-            row.name, row.payload, row.message_id, row.correlation_id, row.causation_id
+            row.name,
+            row.payload,
+            row.message_id,
+            row.correlation_id,
+            row.causation_id,
+            row.aggregate_version,
         ),
         aggregate_type=row.aggregate_type,
         aggregate_id=row.aggregate_id,

@@ -10,7 +10,17 @@ from allocation.domain import messages
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Event(messages.Message):
-    """Base of every domain event."""
+    """Base of every domain event.
+
+    Attributes:
+        aggregate_version: the version of its aggregate this event brought about,
+            stamped when it is logged. An aggregate's events are totally ordered by
+            it, which lets a read model ignore an event older than one it applied.
+    """
+
+    aggregate_version: int | None = dataclasses.field(
+        default=None, kw_only=True, compare=False, repr=False
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

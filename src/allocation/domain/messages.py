@@ -11,7 +11,9 @@ from typing import Any, ClassVar, Self
 _JSON_SCALARS = (str, int, float, bool, type(None))
 # Envelope fields: they travel with a message but are not part of its payload, and
 # two messages with the same payload are equal whatever their ids.
-METADATA_FIELDS = frozenset({"message_id", "correlation_id", "causation_id"})
+METADATA_FIELDS = frozenset(
+    {"message_id", "correlation_id", "causation_id", "aggregate_version"}
+)
 
 
 def new_message_id() -> str:
@@ -70,7 +72,9 @@ class Message:
         return payload
 
     @classmethod
-    def from_payload(cls, payload: dict[str, Any], **metadata: str | None) -> Self:
+    def from_payload(
+        cls, payload: dict[str, Any], **metadata: str | int | None
+    ) -> Self:
         """Rebuild a message from what ``to_payload`` returned, plus its metadata."""
         values = {**payload, **metadata}
         for name in cls._fields_holding_dates():
@@ -82,12 +86,6 @@ class Message:
     def chain_id(self) -> str:
         """The correlation id that messages caused by this one carry."""
         return self.correlation_id or self.message_id
-
-    def caused_by(self, cause: Message) -> Self:
-        """This message stamped as a consequence of ``cause`` (same payload and id)."""
-        return dataclasses.replace(
-            self, correlation_id=cause.chain_id, causation_id=cause.message_id
-        )
 
     @classmethod
     def _fields_holding_dates(cls) -> frozenset[str]:

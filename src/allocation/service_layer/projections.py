@@ -59,13 +59,17 @@ class Projection:
 
 
 async def _add_allocation(event: events.Allocated, uow: AbstractUnitOfWork) -> None:
-    await uow.allocations_view.add(event.orderid, event.sku, event.batchref)
+    await uow.allocations_view.add(
+        event.orderid, event.sku, event.batchref, event.aggregate_version
+    )
 
 
 async def _remove_allocation(
     event: events.Deallocated, uow: AbstractUnitOfWork
 ) -> None:
-    await uow.allocations_view.remove(event.orderid, event.sku, event.batchref)
+    await uow.allocations_view.remove(
+        event.orderid, event.sku, event.batchref, event.aggregate_version
+    )
 
 
 async def _clear_allocations(uow: AbstractUnitOfWork) -> None:

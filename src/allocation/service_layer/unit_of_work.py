@@ -107,15 +107,10 @@ class AbstractUnitOfWork(abc.ABC):
                 version first (the bus reruns the handler).
             AlreadyProcessed: this subscriber had already handled the message.
         """
-        new_events = self._take_new_events()
         current = handling.get()
-        if current is not None:
-            new_events = [
-                dataclasses.replace(new, event=new.event.caused_by(current.message))
-                for new in new_events
-            ]
-            if new_events:
-                current.claim(new.event.message_id for new in new_events)
+        new_events = self._take_new_events(None if current is None else current.message)
+        if current is not None and new_events:
+            current.claim(new.event.message_id for new in new_events)
         tracking = (
             (current.subscriber, current.message.message_id)
             if current is not None
@@ -130,7 +125,7 @@ class AbstractUnitOfWork(abc.ABC):
 
     async def rollback(self) -> None:
         """Undo what is not committed; the events it recorded are dropped."""
-        self._take_new_events()
+        self._take_new_events(None)
         await self._rollback()
 
     def collect_new_events(self) -> list[events.Event]:
@@ -138,7 +133,10 @@ class AbstractUnitOfWork(abc.ABC):
         collected, self._committed_events = self._committed_events, []
         return collected
 
-    def _take_new_events(self) -> list[eventlog.NewEvent]:
+    def _take_new_events(
+        self, cause: messages.Message | None
+    ) -> list[eventlog.NewEvent]:
+        """Pop the aggregates' new events, stamped with their version and cause."""
         new_events: list[eventlog.NewEvent] = []
         aggregates: Iterable[Aggregate] = itertools.chain(
             self.products.seen.values(), self.users.seen.values()
@@ -148,15 +146,21 @@ class AbstractUnitOfWork(abc.ABC):
                 continue
             # The last event brings the aggregate to its current version.
             first_version = aggregate.version_number - len(aggregate.events) + 1
-            new_events.extend(
-                eventlog.NewEvent(
-                    event=event,
-                    aggregate_type=aggregate.AGGREGATE_TYPE,
-                    aggregate_id=aggregate.aggregate_id,
+            for version, event in enumerate(aggregate.events, first_version):
+                stamped = dataclasses.replace(
+                    event,
                     aggregate_version=version,
+                    correlation_id=cause.chain_id if cause else event.correlation_id,
+                    causation_id=cause.message_id if cause else event.causation_id,
                 )
-                for version, event in enumerate(aggregate.events, first_version)
-            )
+                new_events.append(
+                    eventlog.NewEvent(
+                        event=stamped,
+                        aggregate_type=aggregate.AGGREGATE_TYPE,
+                        aggregate_id=aggregate.aggregate_id,
+                        aggregate_version=version,
+                    )
+                )
             aggregate.events.clear()
         return new_events
 

@@ -35,6 +35,10 @@ class _Folded:
     products: dict[str, _Product] = dataclasses.field(default_factory=dict)
     users: dict[str, tuple[str, str, int]] = dataclasses.field(default_factory=dict)
     versions: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
+    # What the allocations view must show: the last event of each order line wins.
+    view: dict[tuple[str, str], tuple[str, bool]] = dataclasses.field(
+        default_factory=dict
+    )
     problems: list[str] = dataclasses.field(default_factory=list)
 
     def fold(self, logged: LoggedEvent) -> None:
@@ -66,10 +70,12 @@ class _Folded:
             product.lines.setdefault(event.batchref, set()).add(
                 (event.orderid, event.sku, event.qty)
             )
+            self.view[event.orderid, event.sku] = (event.batchref, True)
         elif isinstance(event, events.Deallocated):
             product.lines.get(event.batchref, set()).discard(
                 (event.orderid, event.sku, event.qty)
             )
+            self.view[event.orderid, event.sku] = (event.batchref, False)
 
 
 async def verify(uow: AbstractUnitOfWork, *, batch_size: int = 5000) -> list[str]:
@@ -154,9 +160,8 @@ async def _compare_read_models(uow: AbstractUnitOfWork, folded: _Folded) -> list
     problems: list[str] = []
     expected_allocations = sorted(
         (orderid, sku, batchref)
-        for product in folded.products.values()
-        for batchref, lines in product.lines.items()
-        for orderid, sku, _ in lines
+        for (orderid, sku), (batchref, allocated) in folded.view.items()
+        if allocated
     )
     stored_allocations = await uow.allocations_view.all_rows()
     if stored_allocations != expected_allocations:

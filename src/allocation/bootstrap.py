@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from allocation import config
 from allocation.adapters import database, migrations, orm
 from allocation.adapters.console import AbstractConsole, StdoutConsole
+from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
 from allocation.adapters.notifications import (
     AbstractNotifications,
     ConsoleNotifications,
@@ -73,8 +74,11 @@ async def bootstrap(
             else ConsoleNotifications(console)
         )
     async with contextlib.AsyncExitStack() as stack:
+        locks: SubscriberLocks | None = None
         if uow is None:
-            uow_factory = await _sql_unit_of_work_factory(settings, check_schema, stack)
+            uow_factory, locks = await _sql_unit_of_work_factory(
+                settings, check_schema, stack
+            )
         elif isinstance(uow, unit_of_work.AbstractUnitOfWork):
             shared = uow
             catch_up = bool(catch_up)
@@ -97,6 +101,7 @@ async def bootstrap(
                 conflict_retries=settings.conflict_retries,
             ),
             projections=projections.PROJECTIONS,
+            locks=locks,
         )
         catch_up = catch_up is not False
         if catch_up:
@@ -128,7 +133,7 @@ async def bootstrap(
 
 async def _sql_unit_of_work_factory(
     settings: config.Settings, check_schema: bool, stack: contextlib.AsyncExitStack
-) -> messagebus.UowFactory:
+) -> tuple[messagebus.UowFactory, SubscriberLocks]:
     orm.start_mappers()
     engine = database.create_engine(settings.database_url)
     stack.push_async_callback(engine.dispose)
@@ -137,7 +142,12 @@ async def _sql_unit_of_work_factory(
     session_factory = async_sessionmaker(
         engine, class_=AsyncSession, expire_on_commit=False
     )
-    return functools.partial(unit_of_work.SqlAlchemyUnitOfWork, session_factory)
+    locks = (
+        PostgresSubscriberLocks(engine)
+        if engine.dialect.name == "postgresql"
+        else SubscriberLocks()
+    )
+    return functools.partial(unit_of_work.SqlAlchemyUnitOfWork, session_factory), locks
 
 
 async def _record_completions(bus: messagebus.MessageBus) -> None:

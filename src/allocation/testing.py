@@ -232,7 +232,9 @@ class FakeEventLog(AbstractEventLog):
         return self.checkpoints.get(subscriber)
 
     async def set_checkpoint(self, subscriber: str, position: int) -> None:
-        self.checkpoints[subscriber] = position
+        self.checkpoints[subscriber] = max(
+            position, self.checkpoints.get(subscriber, 0)
+        )
 
     async def forget(self, subscriber: str) -> None:
         self.processed = {pair for pair in self.processed if pair[0] != subscriber}

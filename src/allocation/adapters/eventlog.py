@@ -114,7 +114,7 @@ class AbstractEventLog(abc.ABC):
 
     @abc.abstractmethod
     async def set_checkpoint(self, subscriber: str, position: int) -> None:
-        """Move the subscriber's checkpoint."""
+        """Move the subscriber's checkpoint forward (never back), creating it if new."""
 
     @abc.abstractmethod
     async def forget(self, subscriber: str) -> None:

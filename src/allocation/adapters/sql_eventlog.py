@@ -6,7 +6,7 @@ import datetime
 import functools
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from allocation.adapters import orm
@@ -138,16 +138,18 @@ class SqlAlchemyEventLog(AbstractEventLog):
 
     async def set_checkpoint(self, subscriber: str, position: int) -> None:
         table = orm.subscriber_checkpoints
-        moved = await self._session.execute(
-            update(table)
-            .where(table.c.subscriber == bindparam("name"))
-            .values(position=bindparam("to")),
-            {"name": subscriber, "to": position},
+        insert_into = (
+            postgresql.insert if self._dialect == "postgresql" else sqlite.insert
         )
-        if moved.rowcount == 0:  # type: ignore[attr-defined]  # a CursorResult
-            await self._session.execute(
-                insert(table), {"subscriber": subscriber, "position": position}
+        # Forward only: two workers finishing out of order never move it back.
+        statement = insert_into(table).values(subscriber=subscriber, position=position)
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["subscriber"],
+                set_={"position": statement.excluded.position},
+                where=table.c.position < statement.excluded.position,
             )
+        )
 
     async def forget(self, subscriber: str) -> None:
         for table in (

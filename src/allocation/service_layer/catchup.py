@@ -14,7 +14,11 @@ from typing import TYPE_CHECKING
 import anyio
 
 from allocation.domain.exceptions import AlreadyProcessed
-from allocation.service_layer.exceptions import UnknownDeadLetter, UnknownSubscriber
+from allocation.service_layer.exceptions import (
+    SubscriberBusy,
+    UnknownDeadLetter,
+    UnknownSubscriber,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
@@ -38,11 +42,14 @@ async def catch_up(
     for name, handlers in bus.subscriptions().items():
         if subscribers is not None and name not in subscribers:
             continue
-        projection = bus.projections.get(name)
-        if projection is not None:
-            delivered += await _catch_up_projection(bus, projection, batch_size)
-        else:
-            delivered += await _catch_up_handler(bus, name, handlers, batch_size)
+        async with bus.locks.hold(name) as held:
+            if not held:
+                continue  # another pass (here or in another worker) has it in hand
+            projection = bus.projections.get(name)
+            if projection is not None:
+                delivered += await _catch_up_projection(bus, projection, batch_size)
+            else:
+                delivered += await _catch_up_handler(bus, name, handlers, batch_size)
     return delivered
 
 
@@ -74,12 +81,15 @@ async def replay(
     projection = bus.projections.get(name)
     if projection is None:
         raise UnknownSubscriber(name)
-    async with bus.uow_factory() as uow:
-        await projection.clear(uow)
-        await uow.event_log.forget(name)
-        await uow.event_log.set_checkpoint(name, 0)
-        await uow.commit()
-    return await _catch_up_projection(bus, projection, batch_size, progress)
+    async with bus.locks.hold(name) as held:
+        if not held:
+            raise SubscriberBusy(name)
+        async with bus.uow_factory() as uow:
+            await projection.clear(uow)
+            await uow.event_log.forget(name)
+            await uow.event_log.set_checkpoint(name, 0)
+            await uow.commit()
+        return await _catch_up_projection(bus, projection, batch_size, progress)
 
 
 async def retry_dead_letter(bus: MessageBus, dead_letter_id: int) -> DeadLetter | None:

@@ -5,6 +5,7 @@ AllocationError
 ├── UnknownBatch      a batch reference that does not exist
 ├── UnknownSubscriber a subscriber name that no handler has
 ├── UnknownDeadLetter a dead-letter id that does not exist
+├── SubscriberBusy    another process is catching that subscriber up
 └── UnknownMessage    the bus was handed something it has no handler for
 """
 
@@ -45,6 +46,16 @@ class UnknownDeadLetter(AllocationError):
     def __init__(self, dead_letter_id: int) -> None:
         self.dead_letter_id = dead_letter_id
         super().__init__(f"no dead letter with id {dead_letter_id}")
+
+
+class SubscriberBusy(AllocationError):
+    """Raised when a subscriber is being caught up elsewhere (e.g. by a worker)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(
+            f"subscriber {name!r} is being caught up by another process: try again"
+        )
 
 
 class UnknownMessage(AllocationError):

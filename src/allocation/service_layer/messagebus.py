@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
+from allocation.adapters.locks import SubscriberLocks
 from allocation.domain import commands, events
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
 from allocation.service_layer import eager
@@ -91,8 +92,11 @@ class MessageBus:
         dependencies: Mapping[str, object] | None = None,
         retry: RetryPolicy | None = None,
         projections: Iterable[Projection] = (),
+        locks: SubscriberLocks | None = None,
     ) -> None:
         self.uow_factory = uow_factory
+        # Which catch-up pass owns which subscriber (see adapters/locks.py).
+        self.locks = locks or SubscriberLocks()
         self._dependencies = dict(dependencies or {})
         self._retry = retry or RetryPolicy()
         self._command_handlers = {

@@ -1,0 +1,79 @@
+"""Who may catch a subscriber up: one pass at a time, across processes on PostgreSQL.
+
+Catch-up of one subscriber must not run twice at once: two passes would both hand
+the same events to an email handler. Within a process an AnyIO lock per subscriber
+is enough. Across worker processes, PostgreSQL's session advisory locks are: the
+server releases them by itself when the holding process dies, so a crashed worker
+never blocks the others. (SQLite serves one process well; several workers call for
+PostgreSQL.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+from sqlalchemy import text
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+logger = logging.getLogger(__name__)
+
+
+class SubscriberLocks:
+    """In-process locks, one per subscriber name (core: asyncio and trio)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, anyio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, subscriber: str) -> AsyncIterator[bool]:
+        """Yield True while this pass owns ``subscriber``; False if someone else does."""
+        lock = self._locks.setdefault(subscriber, anyio.Lock())
+        if lock.locked():
+            yield False
+            return
+        async with lock:
+            yield True
+
+
+class PostgresSubscriberLocks(SubscriberLocks):
+    """Adds a PostgreSQL advisory lock per subscriber, held on its own connection."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__()
+        self._engine = engine
+
+    @contextlib.asynccontextmanager
+    async def hold(self, subscriber: str) -> AsyncIterator[bool]:
+        async with super().hold(subscriber) as held_here:
+            if not held_here:
+                yield False
+                return
+            key = _lock_key(subscriber)
+            async with self._engine.connect() as connection:
+                taken = await connection.scalar(
+                    text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
+                )
+                await connection.commit()
+                try:
+                    yield bool(taken)
+                finally:
+                    if taken:
+                        with anyio.CancelScope(shield=True):
+                            await connection.execute(
+                                text("SELECT pg_advisory_unlock(:key)"), {"key": key}
+                            )
+                            await connection.commit()
+
+
+def _lock_key(subscriber: str) -> int:
+    """A stable signed 64-bit key per name (Python's hash() changes per process)."""
+    digest = hashlib.blake2b(f"allocation:{subscriber}".encode(), digest_size=8)
+    return int.from_bytes(digest.digest(), "big", signed=True)

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
 import sys
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
+from allocation import config
 from allocation.bootstrap import bootstrap
 from allocation.service_layer import catchup
 from allocation.service_layer.verify import verify
@@ -41,6 +47,14 @@ def add_parsers(commands: argparse._SubParsersAction[Any], positive: Any) -> Non
     replay.add_argument("subscriber", help="allocations_view or users_view")
 
     commands.add_parser("verify", help="compare the folded log with the stored state")
+    worker = commands.add_parser(
+        "worker", help="run background work (catch-up) until SIGINT or SIGTERM"
+    )
+    worker.add_argument(
+        "--interval",
+        type=float,
+        help="seconds between catch-up passes (default ALLOCATION_CATCH_UP_INTERVAL)",
+    )
     commands.add_parser("catch-up", help="deliver what the log holds undelivered, once")
 
 
@@ -146,6 +160,34 @@ async def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _worker(args: argparse.Namespace) -> int:
+    settings = config.Settings.from_environment()
+    interval = (
+        args.interval if args.interval is not None else settings.catch_up_interval
+    )
+    if interval <= 0:
+        raise config.ConfigurationError(
+            "--interval", str(interval), "seconds > 0 for a worker"
+        )
+    settings = dataclasses.replace(settings, catch_up_interval=interval)
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with bootstrap(settings=settings):
+            print(
+                f"worker {os.getpid()} running: catch-up every {interval:g}s "
+                "(SIGINT or SIGTERM stops it)",
+                file=sys.stderr,
+                flush=True,
+            )
+            async for signum in signals:
+                print(
+                    f"worker {os.getpid()} stopping on {signal.Signals(signum).name}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                break
+    return 0
+
+
 async def _catch_up(args: argparse.Namespace) -> int:
     async with bootstrap(catch_up=False) as bus:
         delivered = await catchup.catch_up(bus)
@@ -159,4 +201,5 @@ ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "replay": _replay,
     "verify": _verify,
     "catch-up": _catch_up,
+    "worker": _worker,
 }

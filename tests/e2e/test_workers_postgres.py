@@ -1,0 +1,155 @@
+"""Two `allocation worker` processes drain one PostgreSQL event log together."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+import pytest
+from sqlalchemy import text
+
+from allocation import config
+from allocation.adapters import database, migrations
+from allocation.adapters.eventlog import NewEvent
+from allocation.bootstrap import bootstrap
+from allocation.domain import events
+from allocation.service_layer import catchup
+from tests.conftest import service_missing
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    from tests.e2e.conftest import Cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
+DATABASE = "allocation_workers_test"
+EVENTS = 10_000
+
+
+async def _fresh_database() -> str:
+    admin = database.create_engine(ADMIN_URL)
+    try:
+        async with admin.connect() as connection:
+            autocommit = await connection.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            await autocommit.execute(text(f"DROP DATABASE IF EXISTS {DATABASE}"))
+            await autocommit.execute(text(f"CREATE DATABASE {DATABASE}"))
+    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
+        service_missing(f"PostgreSQL at {ADMIN_URL} does not answer: {error}")
+    finally:
+        await admin.dispose()
+    return ADMIN_URL.rsplit("/", 1)[0] + f"/{DATABASE}"
+
+
+async def _log_undelivered_events(url: str) -> None:
+    """Migrate, give every subscriber its checkpoint, then log events nobody handled."""
+    engine = database.create_engine(url)
+    try:
+        await migrations.upgrade(engine)
+    finally:
+        await engine.dispose()
+    settings = config.Settings(database_url=url)
+    async with bootstrap(settings=settings, catch_up=False) as bus:
+        await catchup.catch_up(bus)
+        batch: list[NewEvent] = []
+        for index in range(EVENTS):
+            if index % 10 == 0:
+                event: events.Event = events.UserRegistered(
+                    user_id=f"u{index}", name="Ann", email=f"u{index}@example.com"
+                )
+                batch.append(NewEvent(event, "user", f"u{index}", 1))
+            else:
+                event = events.Allocated(
+                    orderid=f"o{index}", sku="LAMP", qty=1, batchref=f"b{index % 7}"
+                )
+                batch.append(NewEvent(event, "product", "LAMP", index + 1))
+            if len(batch) == 1000:
+                async with bus.uow_factory() as uow:
+                    await uow.event_log.append(batch)
+                    await uow.commit()
+                batch = []
+
+
+async def _counts(url: str) -> dict[str, int]:
+    engine = database.create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT subscriber, count(*), count(DISTINCT message_id)"
+                    " FROM processed_messages GROUP BY subscriber"
+                )
+            )
+            counts = {}
+            for subscriber, total, distinct in rows:
+                assert total == distinct
+                counts[f"handled by {subscriber}"] = int(total)
+            for table in ("allocations_view", "users_view", "dead_letters"):
+                counts[f"rows in {table}"] = int(
+                    (
+                        await connection.execute(text(f"SELECT count(*) FROM {table}"))
+                    ).scalar()
+                    or 0
+                )
+            return counts
+    finally:
+        await engine.dispose()
+
+
+def _start_workers(cli: Cli, url: str) -> Iterator[subprocess.Popen[str]]:
+    for _ in range(2):
+        worker = subprocess.Popen(
+            [*cli.launcher, "worker", "--interval", "0.2"],
+            cwd=cli.cwd,
+            env=cli.env | {"DATABASE_URL": url},
+            stdout=subprocess.DEVNULL,  # the console stand-in's email lines
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert worker.stderr is not None
+        assert "running" in worker.stderr.readline()
+        yield worker
+
+
+def test_two_workers_handle_each_tracked_event_exactly_once(cli: Cli) -> None:
+    url = anyio.run(_fresh_database, backend="asyncio")
+    anyio.run(_log_undelivered_events, url, backend="asyncio")
+    workers = list(_start_workers(cli, url))
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            counts = anyio.run(_counts, url, backend="asyncio")
+            if (
+                counts.get("handled by allocations_view", 0) == 9_000
+                and counts.get("handled by send_coupon", 0) == 1_000
+            ):
+                break
+            assert time.monotonic() < deadline, counts
+            time.sleep(0.5)
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        errors = [worker.communicate(timeout=30)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], errors
+
+    counts = anyio.run(_counts, url, backend="asyncio")
+    # One record per tracked effect (nothing handled twice, nothing skipped), and
+    # the read models hold exactly those effects.
+    assert counts == counts | {
+        "handled by allocations_view": 9_000,
+        "handled by users_view": 1_000,
+        "rows in allocations_view": 9_000,
+        "rows in users_view": 1_000,
+        "rows in dead_letters": 0,
+    }
+    for outside_effect in ("send_welcome_email", "send_coupon", "log_registration"):
+        assert counts[f"handled by {outside_effect}"] == 1_000

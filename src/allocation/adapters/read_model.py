@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import functools
-from typing import TYPE_CHECKING, TypedDict
+from typing import TYPE_CHECKING, NamedTuple, TypedDict
 
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -12,6 +12,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from allocation.adapters import database, orm
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.sql.expression import Executable
 
@@ -21,6 +23,16 @@ class AllocationRow(TypedDict):
 
     sku: str
     batchref: str
+
+
+class LineState(NamedTuple):
+    """Where an order line stands as of product ``version``."""
+
+    orderid: str
+    sku: str
+    batchref: str
+    version: int | None
+    allocated: bool
 
 
 class AbstractAllocationsView(abc.ABC):
@@ -41,6 +53,12 @@ class AbstractAllocationsView(abc.ABC):
         self, orderid: str, sku: str, batchref: str, version: int | None = None
     ) -> None:
         """Record that an order line left ``batchref`` as of product ``version``."""
+
+    async def write_many(self, lines: Sequence[LineState]) -> None:
+        """Apply many line states in order (catch-up and replay batches)."""
+        for line in lines:
+            write = self.add if line.allocated else self.remove
+            await write(line.orderid, line.sku, line.batchref, line.version)
 
     @abc.abstractmethod
     async def for_order(self, orderid: str) -> list[AllocationRow]:
@@ -143,6 +161,17 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
         self, orderid: str, sku: str, batchref: str, version: int | None = None
     ) -> None:
         await self._write(orderid, sku, batchref, version, allocated=False)
+
+    async def write_many(self, lines: Sequence[LineState]) -> None:
+        if not lines or any(line.version is None for line in lines):
+            await super().write_many(lines)
+            return
+        # One executemany for the whole batch: the guard keeps the newest version
+        # of each line, whatever the order within the batch.
+        dialect = self._session.get_bind().dialect.name
+        await self._session.execute(
+            _upsert(dialect, guarded=True), [line._asdict() for line in lines]
+        )
 
     async def _write(
         self,

@@ -149,6 +149,9 @@ async def _pending(
 ) -> tuple[list[LoggedEvent], int, bool]:
     """The next batch's undelivered events, the checkpoint they lead to, and more?"""
     async with bus.uow_factory() as uow:
+        # Positions are handed out in commit order, so everything up to the head
+        # read first is committed and visible to the read below.
+        head = await uow.event_log.last_position()
         batch = await uow.event_log.read(after=after, names=names, limit=batch_size)
         ids = [logged.event.message_id for logged in batch]
         done = await uow.event_log.processed_among(name, ids)
@@ -161,8 +164,12 @@ async def _pending(
             # The fast path of this process has it in hand: stop short of it.
             return todo, logged.position - 1, False
         todo.append(logged)
-    checkpoint = batch[-1].position if batch else after
-    return todo, checkpoint, len(batch) == batch_size
+    more = len(batch) == batch_size
+    last_read = batch[-1].position if batch else after
+    # With nothing more of its names, the subscriber is done up to the head: the
+    # next pass does not read the other subscribers' events again.
+    checkpoint = last_read if more else max(last_read, head)
+    return todo, checkpoint, more
 
 
 async def _catch_up_handler(
@@ -209,8 +216,7 @@ async def _catch_up_projection(
             # One transaction per batch: the changes, what they handled, and the
             # checkpoint, all or nothing.
             async with bus.uow_factory() as uow:
-                for logged in todo:
-                    await projection.apply(logged.event, uow)
+                await projection.apply_many([logged.event for logged in todo], uow)
                 await uow.event_log.mark_processed(
                     name,
                     [logged.event.message_id for logged in todo],

@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from allocation.adapters.read_model import LineState
 from allocation.domain import events
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping
+    from collections.abc import Awaitable, Callable, Mapping, Sequence
 
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -34,6 +35,9 @@ class Projection:
         type[events.Event], Callable[[Any, AbstractUnitOfWork], Awaitable[None]]
     ]
     clear: Callable[[AbstractUnitOfWork], Awaitable[None]]
+    apply_batch: (
+        Callable[[Sequence[events.Event], AbstractUnitOfWork], Awaitable[None]] | None
+    ) = None
 
     @property
     def event_names(self) -> frozenset[str]:
@@ -54,8 +58,18 @@ class Projection:
         return apply_and_commit
 
     async def apply(self, event: events.Event, uow: AbstractUnitOfWork) -> None:
-        """Apply one event inside an open unit of work (for catch-up and replay)."""
+        """Apply one event inside an open unit of work."""
         await self.appliers[type(event)](event, uow)
+
+    async def apply_many(
+        self, batch: Sequence[events.Event], uow: AbstractUnitOfWork
+    ) -> None:
+        """Apply events in log order inside an open unit of work (catch-up, replay)."""
+        if self.apply_batch is not None:
+            await self.apply_batch(batch, uow)
+            return
+        for event in batch:
+            await self.apply(event, uow)
 
 
 async def _add_allocation(event: events.Allocated, uow: AbstractUnitOfWork) -> None:
@@ -69,6 +83,24 @@ async def _remove_allocation(
 ) -> None:
     await uow.allocations_view.remove(
         event.orderid, event.sku, event.batchref, event.aggregate_version
+    )
+
+
+async def _apply_allocations(
+    batch: Sequence[events.Event], uow: AbstractUnitOfWork
+) -> None:
+    await uow.allocations_view.write_many(
+        [
+            LineState(
+                orderid=event.orderid,
+                sku=event.sku,
+                batchref=event.batchref,
+                version=event.aggregate_version,
+                allocated=isinstance(event, events.Allocated),
+            )
+            for event in batch
+            if isinstance(event, events.Allocated | events.Deallocated)
+        ]
     )
 
 
@@ -91,6 +123,7 @@ ALLOCATIONS_VIEW = Projection(
         events.Deallocated: _remove_allocation,
     },
     clear=_clear_allocations,
+    apply_batch=_apply_allocations,
 )
 USERS_VIEW = Projection(
     name="users_view",

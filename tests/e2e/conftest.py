@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -143,3 +145,49 @@ def migrated(_migrated_template: Cli, tmp_path: Path) -> Cli:
 def seeded(_seeded_template: Cli, tmp_path: Path) -> Cli:
     """A migrated database holding batch ``warehouse`` (10 LAMP, 3 to order ``o1``) and Иван."""
     return _copy_database(_seeded_template, tmp_path)
+
+
+@dataclasses.dataclass
+class Worker:
+    """A running `allocation worker`; its output goes to files, so it never blocks."""
+
+    process: subprocess.Popen[bytes]
+    stdout: Path
+    stderr: Path
+
+    def stop(self, how: signal.Signals = signal.SIGTERM) -> tuple[int, str, str]:
+        """Signal it, wait for it; return its exit code, stdout and stderr."""
+        self.process.send_signal(how)
+        try:
+            code = self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(
+                f"the worker ignored {how.name}: {self.errors()}"
+            ) from None
+        return code, self.stdout.read_text(), self.errors()
+
+    def errors(self) -> str:
+        return self.stderr.read_text()
+
+
+def start_worker(cli: Cli, **env: str) -> Worker:
+    """Start `allocation worker` in ``cli``'s directory; return once it runs."""
+    number = len(list(cli.cwd.glob("worker-*.err")))
+    stdout, stderr = cli.cwd / f"worker-{number}.out", cli.cwd / f"worker-{number}.err"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [*cli.launcher, "worker", "--interval", "0.2"],
+            cwd=cli.cwd,
+            env=cli.env | env,
+            stdout=out,
+            stderr=err,
+        )
+    worker = Worker(process, stdout, stderr)
+    deadline = time.monotonic() + 30
+    while "running" not in worker.errors():
+        assert process.poll() is None, worker.errors()
+        assert time.monotonic() < deadline, "the worker never started"
+        time.sleep(0.05)
+    return worker

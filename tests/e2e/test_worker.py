@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.e2e.conftest import start_worker
+
 if TYPE_CHECKING:
     from tests.e2e.conftest import Cli
 
@@ -32,20 +34,6 @@ anyio.run(main, backend="asyncio")
 """
 
 
-def _start_worker(cli: Cli) -> subprocess.Popen[str]:
-    worker = subprocess.Popen(
-        [*cli.launcher, "worker", "--interval", "0.2"],
-        cwd=cli.cwd,
-        env=cli.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert worker.stderr is not None
-    assert "running" in worker.stderr.readline()
-    return worker
-
-
 def _handled_by(cli: Cli, subscriber: str) -> int:
     connection = sqlite3.connect(cli.database)
     try:
@@ -62,16 +50,18 @@ def _handled_by(cli: Cli, subscriber: str) -> int:
 def test_the_worker_stops_cleanly_on_a_signal(
     migrated: Cli, stop: signal.Signals
 ) -> None:
-    worker = _start_worker(migrated)
-    worker.send_signal(stop)
-    stdout, stderr = worker.communicate(timeout=30)
-    assert worker.returncode == 0
-    assert stderr.strip() == f"worker {worker.pid} stopping on {stop.name}"
+    worker = start_worker(migrated)
+    code, stdout, stderr = worker.stop(stop)
+    assert code == 0, stderr
+    assert (
+        stderr.splitlines()[-1]
+        == f"worker {worker.process.pid} stopping on {stop.name}"
+    )
     assert stdout == ""
 
 
 def test_the_worker_delivers_what_a_dead_process_left(migrated: Cli) -> None:
-    worker = _start_worker(migrated)  # it gives every subscriber a checkpoint
+    worker = start_worker(migrated)  # it gives every subscriber a checkpoint
     try:
         subprocess.run(
             [sys.executable, "-c", _LOST_DISPATCH],
@@ -82,11 +72,10 @@ def test_the_worker_delivers_what_a_dead_process_left(migrated: Cli) -> None:
         )
         deadline = time.monotonic() + 30
         while _handled_by(migrated, "send_welcome_email") == 0:
-            assert time.monotonic() < deadline, "the worker never caught up"
+            assert time.monotonic() < deadline, worker.errors()
             time.sleep(0.1)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        _, stderr = worker.communicate(timeout=30)
-    assert worker.returncode == 0, stderr
+        code, _, stderr = worker.stop()
+    assert code == 0, stderr
     for subscriber in ("send_coupon", "log_registration", "users_view"):
         assert _handled_by(migrated, subscriber) == 1

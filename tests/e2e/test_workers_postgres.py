@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import time
 from typing import TYPE_CHECKING
 
@@ -19,10 +17,9 @@ from allocation.bootstrap import bootstrap
 from allocation.domain import events
 from allocation.service_layer import catchup
 from tests.conftest import service_missing
+from tests.e2e.conftest import start_worker
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
     from tests.e2e.conftest import Cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
@@ -105,25 +102,10 @@ async def _counts(url: str) -> dict[str, int]:
         await engine.dispose()
 
 
-def _start_workers(cli: Cli, url: str) -> Iterator[subprocess.Popen[str]]:
-    for _ in range(2):
-        worker = subprocess.Popen(
-            [*cli.launcher, "worker", "--interval", "0.2"],
-            cwd=cli.cwd,
-            env=cli.env | {"DATABASE_URL": url},
-            stdout=subprocess.DEVNULL,  # the console stand-in's email lines
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert worker.stderr is not None
-        assert "running" in worker.stderr.readline()
-        yield worker
-
-
 def test_two_workers_handle_each_tracked_event_exactly_once(cli: Cli) -> None:
     url = anyio.run(_fresh_database, backend="asyncio")
     anyio.run(_log_undelivered_events, url, backend="asyncio")
-    workers = list(_start_workers(cli, url))
+    workers = [start_worker(cli, DATABASE_URL=url) for _ in range(2)]
     try:
         deadline = time.monotonic() + 120
         while True:
@@ -136,10 +118,8 @@ def test_two_workers_handle_each_tracked_event_exactly_once(cli: Cli) -> None:
             assert time.monotonic() < deadline, counts
             time.sleep(0.5)
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        errors = [worker.communicate(timeout=30)[1] for worker in workers]
-    assert [worker.returncode for worker in workers] == [0, 0], errors
+        stopped = [worker.stop() for worker in workers]
+    assert [code for code, _, _ in stopped] == [0, 0], stopped
 
     counts = anyio.run(_counts, url, backend="asyncio")
     # One record per tracked effect (nothing handled twice, nothing skipped), and

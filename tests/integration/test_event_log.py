@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 from sqlalchemy import text
 
@@ -327,3 +328,43 @@ async def test_catch_up_after_a_lost_dispatch_leaves_the_views_right(
         assert await uow.allocations_view.for_order("o1") == [
             {"sku": sku, "batchref": first}
         ]
+
+
+@pytest.mark.postgres
+async def test_a_reader_never_skips_an_event_committed_late(
+    bus: MessageBus,
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+    engine: AsyncEngine,
+) -> None:
+    """Positions follow commit order: a slow appender holds back the faster one."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has a single writer: commits cannot overlap there")
+
+    def logged(orderid: str, version: int) -> list[NewEvent]:
+        event = events.OutOfStock(sku="LAMP", orderid=orderid, qty=1)
+        return [NewEvent(event, "product", f"p-{orderid}", version)]
+
+    order: list[str] = []
+    async with anyio.create_task_group() as group:
+        slow = uow_factory()
+        async with slow:
+            await slow.event_log.append(logged("slow", 1))  # first to append...
+
+            async def fast_writer() -> None:
+                async with uow_factory() as fast:
+                    await fast.event_log.append(logged("fast", 1))  # ...waits here
+                    await fast.commit()
+                order.append("fast committed")
+
+            group.start_soon(fast_writer)
+            async with uow_factory() as reader:  # a catch-up reading meanwhile
+                assert await reader.event_log.last_position() == 0
+            await slow.commit()  # ...and the last to commit would be skipped if
+            order.append("slow committed")  # positions ignored commit order
+    async with uow_factory() as reader:
+        positions = {
+            logged.event.orderid: logged.position  # type: ignore[attr-defined]
+            for logged in await reader.event_log.read(after=0)
+        }
+    assert order == ["slow committed", "fast committed"]
+    assert positions["slow"] < positions["fast"]

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import config
 from allocation.adapters import database, migrations, orm
+from allocation.adapters.broker import RedisStreamsPublisher
 from allocation.adapters.console import AbstractConsole, StdoutConsole
 from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
 from allocation.adapters.notifications import (
@@ -26,6 +27,7 @@ from allocation.service_layer import (
     projections,
     unit_of_work,
 )
+from allocation.service_layer import relay as relay_service
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -42,6 +44,7 @@ async def bootstrap(
     settings: config.Settings | None = None,
     check_schema: bool = True,
     catch_up: bool | None = None,
+    relay: bool = False,
     **dependencies: Any,
 ) -> AsyncIterator[messagebus.MessageBus]:
     """Yield a ready MessageBus; leaving the block stops background work cleanly.
@@ -59,6 +62,8 @@ async def bootstrap(
             every ``settings.catch_up_interval`` seconds in the background. By
             default on, except with a shared unit-of-work instance (a test's fake,
             whose log starts empty).
+        relay: publish the event log to the broker at ``settings.broker_url`` in
+            the background (what `allocation worker` does); off without a URL.
         dependencies: further handler dependencies, by parameter name.
 
     Raises:
@@ -118,6 +123,20 @@ async def bootstrap(
                     bus,
                     settings.catch_up_interval,
                     settings.catch_up_batch,
+                )
+            if relay and settings.broker_url:
+                publisher = RedisStreamsPublisher(
+                    settings.broker_url, settings.broker_stream
+                )
+                stack.push_async_callback(publisher.aclose)
+                task_group.start_soon(
+                    functools.partial(
+                        relay_service.keep_relaying,
+                        bus,
+                        publisher,
+                        interval=settings.relay_interval,
+                        batch_size=settings.relay_batch,
+                    )
                 )
             try:
                 yield bus

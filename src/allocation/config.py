@@ -37,6 +37,10 @@ class Settings:
     stock_desk_email: str = "stock@example.com"
     catch_up_interval: float = 5.0
     catch_up_batch: int = 500
+    broker_url: str | None = None
+    broker_stream: str = "allocation:events"
+    relay_interval: float = 0.1
+    relay_batch: int = 500
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -84,6 +88,24 @@ class Settings:
             catch_up_batch=_read(
                 env,
                 "ALLOCATION_CATCH_UP_BATCH",
+                500,
+                int,
+                "a whole number >= 1",
+                minimum=1,
+            ),
+            broker_url=env.get("BROKER_URL") or None,
+            broker_stream=env.get("ALLOCATION_BROKER_STREAM") or "allocation:events",
+            relay_interval=_read(
+                env,
+                "ALLOCATION_RELAY_INTERVAL",
+                0.1,
+                float,
+                "seconds > 0",
+                minimum=0.001,
+            ),
+            relay_batch=_read(
+                env,
+                "ALLOCATION_RELAY_BATCH",
                 500,
                 int,
                 "a whole number >= 1",

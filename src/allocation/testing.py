@@ -12,8 +12,10 @@ import itertools
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from allocation.adapters.broker import AbstractPublisher
 from allocation.adapters.console import AbstractConsole
 from allocation.adapters.eventlog import AbstractEventLog, DeadLetter, LoggedEvent
+from allocation.adapters.exceptions import BrokerUnavailable
 from allocation.adapters.notifications import AbstractNotifications
 from allocation.adapters.read_model import (
     AbstractAllocationsView,
@@ -349,3 +351,17 @@ class FakeConsole(AbstractConsole):
 
     def write(self, line: str) -> None:
         self.lines.append(line)
+
+
+class FakePublisher(AbstractPublisher):
+    """Keeps what it publishes; ``fail_next`` makes that many publishes fail."""
+
+    def __init__(self) -> None:
+        self.published: list[LoggedEvent] = []
+        self.fail_next = 0
+
+    async def publish(self, batch: Sequence[LoggedEvent]) -> None:
+        if self.fail_next > 0:
+            self.fail_next -= 1
+            raise BrokerUnavailable("fake://broker", "down on purpose")
+        self.published.extend(batch)

@@ -4,7 +4,8 @@ AllocationError
 ├── SchemaOutOfDate       the database lacks migrations this code needs
 │   └── SchemaTooNew      it was migrated by a newer version
 ├── MigrationFailed       alembic refused, e.g. an unknown revision
-└── DatabaseUnavailable   the database cannot be reached or opened
+├── DatabaseUnavailable   the database cannot be reached or opened
+└── BrokerUnavailable     the message broker cannot be reached
 """
 
 from __future__ import annotations
@@ -53,3 +54,12 @@ class DatabaseUnavailable(AllocationError):
         self.url = url
         self.reason = reason
         super().__init__(f"database {url} is unavailable: {reason}")
+
+
+class BrokerUnavailable(AllocationError):
+    """Raised when the message broker cannot be reached or refuses a write."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = url
+        self.reason = reason
+        super().__init__(f"broker {url} is unavailable: {reason}")

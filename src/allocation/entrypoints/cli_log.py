@@ -171,10 +171,13 @@ async def _worker(args: argparse.Namespace) -> int:
         )
     settings = dataclasses.replace(settings, catch_up_interval=interval)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with bootstrap(settings=settings):
+        async with bootstrap(settings=settings, relay=True):
+            relaying = (
+                f", relaying to {settings.broker_url}" if settings.broker_url else ""
+            )
             print(
-                f"worker {os.getpid()} running: catch-up every {interval:g}s "
-                "(SIGINT or SIGTERM stops it)",
+                f"worker {os.getpid()} running: catch-up every {interval:g}s"
+                f"{relaying} (SIGINT or SIGTERM stops it)",
                 file=sys.stderr,
                 flush=True,
             )

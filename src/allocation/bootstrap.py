@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
+import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -12,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import config
 from allocation.adapters import database, migrations, orm
-from allocation.adapters.broker import RedisStreamsPublisher
+from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
 from allocation.adapters.console import AbstractConsole, StdoutConsole
 from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
 from allocation.adapters.notifications import (
@@ -22,6 +24,7 @@ from allocation.adapters.notifications import (
 )
 from allocation.service_layer import (
     catchup,
+    consumer,
     handlers,
     messagebus,
     projections,
@@ -63,7 +66,8 @@ async def bootstrap(
             default on, except with a shared unit-of-work instance (a test's fake,
             whose log starts empty).
         relay: publish the event log to the broker at ``settings.broker_url`` in
-            the background (what `allocation worker` does); off without a URL.
+            the background and consume the commands other services send there
+            (what `allocation worker` does); off without a URL.
         dependencies: further handler dependencies, by parameter name.
 
     Raises:
@@ -136,6 +140,21 @@ async def bootstrap(
                         publisher,
                         interval=settings.relay_interval,
                         batch_size=settings.relay_batch,
+                    )
+                )
+                commands_in = RedisCommandStream(
+                    settings.broker_url,
+                    settings.command_stream,
+                    settings.consumer_group,
+                    f"{socket.gethostname()}-{os.getpid()}",
+                )
+                stack.push_async_callback(commands_in.aclose)
+                task_group.start_soon(
+                    functools.partial(
+                        consumer.keep_consuming,
+                        bus,
+                        commands_in,
+                        claim_idle_ms=settings.claim_idle_ms,
                     )
                 )
             try:

@@ -41,6 +41,9 @@ class Settings:
     broker_stream: str = "allocation:events"
     relay_interval: float = 0.1
     relay_batch: int = 500
+    command_stream: str = "allocation:commands"
+    consumer_group: str = "allocation"
+    claim_idle_ms: int = 30_000
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -109,6 +112,17 @@ class Settings:
                 500,
                 int,
                 "a whole number >= 1",
+                minimum=1,
+            ),
+            command_stream=env.get("ALLOCATION_COMMAND_STREAM")
+            or "allocation:commands",
+            consumer_group=env.get("ALLOCATION_CONSUMER_GROUP") or "allocation",
+            claim_idle_ms=_read(
+                env,
+                "ALLOCATION_CLAIM_IDLE_MS",
+                30_000,
+                int,
+                "milliseconds >= 1",
                 minimum=1,
             ),
             smtp=smtp,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -11,9 +12,10 @@ from typing import TYPE_CHECKING
 import pytest
 import redis.asyncio as redis
 
-from allocation.adapters.broker import RedisStreamsPublisher
+from allocation import views
+from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
 from allocation.adapters.exceptions import BrokerUnavailable
-from allocation.service_layer import relay, services
+from allocation.service_layer import consumer, relay, services
 from tests.conftest import service_missing
 
 if TYPE_CHECKING:
@@ -71,3 +73,98 @@ async def test_an_unreachable_broker_is_a_clear_error(bus: MessageBus) -> None:
             await relay.relay_once(bus, publisher)
     finally:
         await publisher.aclose()
+
+
+@pytest.fixture
+async def commands_in(
+    stream: tuple[redis.Redis, str],
+) -> AsyncIterator[tuple[redis.Redis, str, RedisCommandStream]]:
+    client, name = stream
+    consumer = RedisCommandStream(REDIS_URL, name, "allocation", "consumer-a")
+    try:
+        yield client, name, consumer
+    finally:
+        await consumer.aclose()
+        await client.delete(f"{name}:dead")
+
+
+def _command(
+    name: str, payload: object, message_id: str | None = None
+) -> dict[str, str]:
+    return {
+        "name": name,
+        "message_id": message_id or str(uuid.uuid4()),
+        "payload": json.dumps(payload),
+    }
+
+
+async def _change_quantity_setup(bus: MessageBus) -> None:
+    await services.add_batch(bus, "b1", "LAMP", 10)
+    await services.add_batch(bus, "b2", "LAMP", 10, eta=datetime.date(2030, 1, 1))
+    await services.allocate(bus, "o1", "LAMP", 6)
+
+
+async def test_an_external_command_is_handled_once_and_acknowledged(
+    bus: MessageBus, commands_in: tuple[redis.Redis, str, RedisCommandStream]
+) -> None:
+    client, name, consumer_stream = commands_in
+    await _change_quantity_setup(bus)
+    fields = _command("change_batch_quantity", {"ref": "b1", "qty": 2})
+    await client.xadd(name, fields)
+    await client.xadd(name, fields)  # the same message again: at-least-once
+
+    outcomes = await consumer.consume_once(bus, consumer_stream, block_ms=100)
+
+    assert outcomes == ["handled", "duplicate"]
+    assert await views.allocations("o1", bus.uow_factory()) == [
+        {"sku": "LAMP", "batchref": "b2"}
+    ]
+    pending = await client.xpending(name, "allocation")
+    assert pending["pending"] == 0
+
+
+async def test_bad_entries_go_to_the_dead_letter_stream_with_a_reason(
+    bus: MessageBus, commands_in: tuple[redis.Redis, str, RedisCommandStream]
+) -> None:
+    client, name, consumer_stream = commands_in
+    await _change_quantity_setup(bus)
+    await client.xadd(name, {"payload": "{}"})
+    await client.xadd(name, _command("delete_everything", {}))
+    await client.xadd(
+        name, _command("register_user", {"user_id": "u", "name": "A", "email": "a@b.c"})
+    )
+    await client.xadd(
+        name, {**_command("change_batch_quantity", {}), "payload": "{not json"}
+    )
+    await client.xadd(
+        name, _command("change_batch_quantity", {"ref": "nope", "qty": 1})
+    )
+    await client.xadd(name, _command("change_batch_quantity", {"ref": "b1", "qty": 2}))
+
+    outcomes = await consumer.consume_once(bus, consumer_stream, block_ms=100)
+
+    assert outcomes == ["dead-lettered"] * 5 + ["handled"]
+    reasons = [fields["reason"] for _, fields in await client.xrange(f"{name}:dead")]
+    assert reasons[0] == "malformed: no 'name' field"
+    assert reasons[1] == "malformed: unknown message name 'delete_everything'"
+    assert reasons[2] == "malformed: 'register_user' is not accepted from the broker"
+    assert reasons[3].startswith("malformed: payload is not JSON")
+    assert reasons[4] == "refused: unknown batch 'nope'"
+
+
+async def test_entries_of_a_dead_consumer_are_reclaimed(
+    bus: MessageBus, commands_in: tuple[redis.Redis, str, RedisCommandStream]
+) -> None:
+    client, name, dead_consumer = commands_in
+    await _change_quantity_setup(bus)
+    await client.xadd(name, _command("change_batch_quantity", {"ref": "b1", "qty": 2}))
+    assert len(await dead_consumer.read(count=10, block_ms=100)) == 1  # read, then died
+    survivor = RedisCommandStream(REDIS_URL, name, "allocation", "consumer-b")
+    try:
+        outcomes = await consumer.consume_once(
+            bus, survivor, block_ms=100, claim_idle_ms=0
+        )
+    finally:
+        await survivor.aclose()
+    assert outcomes == ["handled"]
+    assert (await client.xpending(name, "allocation"))["pending"] == 0

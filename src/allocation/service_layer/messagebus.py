@@ -161,19 +161,22 @@ class MessageBus:
             self._subscriptions = found
         return self._subscriptions
 
-    async def handle(self, message: Message) -> Any:
+    async def handle(self, message: Message, *, inbox: str | None = None) -> Any:
         """Handle ``message`` and every event it leads to; return the command's result.
 
         A command handler's exception reaches the caller. Event handlers never fail
-        the caller: each is retried, then dead-lettered.
+        the caller: each is retried, then dead-lettered. With ``inbox`` (a command
+        from a broker), the command's commit also records its message id under that
+        name, so a redelivered command raises AlreadyProcessed and changes nothing.
         """
         if isinstance(message, commands.Command):
             subscriber = self._command_handlers.get(type(message))
             if subscriber is None:
                 raise UnknownMessage(message)
             raised: list[events.Event] = []
+            current = Handling(message, inbox)
             try:
-                result = await self._call(subscriber, Handling(message), raised)
+                result = await self._call(subscriber, current, raised)
             except Exception:
                 # What the handler committed before failing is real and is published.
                 await self._dispatch(raised)

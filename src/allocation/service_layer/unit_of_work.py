@@ -32,9 +32,10 @@ class Handling:
     Attributes:
         message: the message being handled; events committed meanwhile are
             caused by it.
-        subscriber: the handler's stable name when ``message`` is an event: its
-            commit then records the message as processed by that subscriber, in
-            the same transaction, which makes its database effects exactly-once.
+        subscriber: the name under which the message counts as handled (an event
+            handler's subscriber name, or a broker inbox for a command): the
+            commit then records it in the same transaction as the effects, which
+            makes them exactly-once.
         owner: the bus's set of claimed event ids: new events are added to it
             just before their commit, so catch-up leaves them to the fast path.
         tracked: set once a commit has recorded the message as processed.

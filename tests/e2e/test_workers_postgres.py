@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -15,7 +18,7 @@ from allocation.adapters import database, migrations
 from allocation.adapters.eventlog import NewEvent
 from allocation.bootstrap import bootstrap
 from allocation.domain import events
-from allocation.service_layer import catchup
+from allocation.service_layer import catchup, services
 from tests.conftest import service_missing
 from tests.e2e.conftest import start_worker
 
@@ -133,3 +136,80 @@ def test_two_workers_handle_each_tracked_event_exactly_once(cli: Cli) -> None:
     }
     for outside_effect in ("send_welcome_email", "send_coupon", "log_registration"):
         assert counts[f"handled by {outside_effect}"] == 1_000
+
+
+_ALLOCATE_MANY = """
+import json, sys, anyio
+from allocation import config
+from allocation.bootstrap import bootstrap
+from allocation.service_layer import services
+
+async def main(url, prefix, tasks):
+    outcomes = {}
+    settings = config.Settings(database_url=url)
+    async with bootstrap(settings=settings, catch_up=False) as bus:
+        async def one(index):
+            orderid = f"{prefix}-{index}"
+            outcomes[orderid] = await services.allocate(bus, orderid, "LAMP", 1)
+        async with anyio.create_task_group() as group:
+            for index in range(tasks):
+                group.start_soon(one, index)
+    print(json.dumps(outcomes))
+
+anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]), backend="asyncio")
+"""
+
+
+async def _batch_of(url: str, quantity: int) -> None:
+    engine = database.create_engine(url)
+    try:
+        await migrations.upgrade(engine)
+    finally:
+        await engine.dispose()
+    async with bootstrap(
+        settings=config.Settings(database_url=url), catch_up=False
+    ) as bus:
+        await services.add_batch(bus, "b1", "LAMP", quantity)
+
+
+async def _allocated(url: str) -> tuple[int, int, int]:
+    engine = database.create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            lines, units = (
+                await connection.execute(
+                    text("SELECT count(*), coalesce(sum(qty), 0) FROM allocations")
+                )
+            ).one()
+            version = (
+                await connection.execute(text("SELECT version_number FROM products"))
+            ).scalar_one()
+            return int(lines), int(units), int(version)
+    finally:
+        await engine.dispose()
+
+
+def test_processes_allocating_one_sku_never_over_allocate(cli: Cli) -> None:
+    url = anyio.run(_fresh_database, backend="asyncio")
+    anyio.run(_batch_of, url, 30, backend="asyncio")
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _ALLOCATE_MANY, url, f"p{number}", "25"],
+            cwd=cli.cwd,
+            env=cli.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for number in range(2)
+    ]
+    outcomes: dict[str, str | None] = {}
+    for process in processes:
+        stdout, stderr = process.communicate(timeout=120)
+        assert process.returncode == 0, stderr
+        outcomes |= json.loads(stdout.splitlines()[-1])  # after the stock emails
+
+    assert len(outcomes) == 50  # every command answered, none failed on a conflict
+    assert sum(1 for batch in outcomes.values() if batch == "b1") == 30
+    assert sum(1 for batch in outcomes.values() if batch is None) == 20
+    assert anyio.run(_allocated, url, backend="asyncio") == (30, 30, 1 + 50)

@@ -1,0 +1,140 @@
+"""The worker relays to a Redis that stops and starts again: nothing is lost."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sqlite3
+import subprocess
+import time
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.conftest import start_worker
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from pathlib import Path
+
+    from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.e2e
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, with an append-only file so a restart keeps
+    what it had (the shared server on 6379 must not be stopped)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        subprocess.run(
+            [
+                "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
+                "--port", str(self.port), "--dir", str(self.directory),
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--logfile", str(self.directory / "redis.log"),
+            ],
+            check=True,
+            timeout=30,
+        )  # fmt: skip
+        self._wait(lambda: self.cli("ping") == "PONG")
+
+    def stop(self) -> None:
+        self.cli("shutdown")
+        self._wait(lambda: self.cli("ping") != "PONG")
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    @staticmethod
+    def _wait(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, "redis-server did not change state"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            server.cli("shutdown", "nosave")
+
+
+def _logged_ids(cli: Cli) -> list[str]:
+    connection = sqlite3.connect(cli.database)
+    try:
+        return [mid for (mid,) in connection.execute(
+            "SELECT message_id FROM event_log ORDER BY position"
+        )]  # fmt: skip
+    finally:
+        connection.close()
+
+
+def _streamed_ids(server: PrivateRedis) -> list[str]:
+    lines = server.cli("--no-raw", "xrange", "allocation:events", "-", "+").splitlines()
+    return [
+        json.loads(lines[index + 1].split(") ", 1)[1])
+        for index, line in enumerate(lines)
+        if line.strip().endswith('"message_id"')
+    ]
+
+
+def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
+def test_a_broker_outage_loses_nothing(
+    migrated: Cli, private_redis: PrivateRedis
+) -> None:
+    worker = start_worker(
+        migrated, BROKER_URL=private_redis.url, ALLOCATION_RELAY_INTERVAL="0.05"
+    )
+    try:
+        migrated.ok("add-batch", "b1", "LAMP", "10")
+        _wait_for(lambda: len(_streamed_ids(private_redis)) == 1, "first event relayed")
+
+        private_redis.stop()
+        migrated.ok("add-batch", "b2", "LAMP", "5")
+        migrated.ok("allocate", "o1", "LAMP", "3")
+        _wait_for(lambda: "relay paused" in worker.errors(), "the outage is noticed")
+        private_redis.start()
+
+        _wait_for(
+            lambda: set(_streamed_ids(private_redis)) == set(_logged_ids(migrated)),
+            "every logged event relayed after the restart",
+        )
+    finally:
+        code, _, stderr = worker.stop()
+    assert code == 0, stderr
+    assert stderr.count("relay paused") == 1  # one line per outage, not per retry
+    assert stderr.count("relay resumed") == 1
+    first_seen = list(dict.fromkeys(_streamed_ids(private_redis)))
+    assert first_seen == _logged_ids(migrated)  # in log order, duplicates aside

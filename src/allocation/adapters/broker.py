@@ -44,6 +44,15 @@ def entry_fields(logged: LoggedEvent) -> dict[str, str]:
     }
 
 
+@contextlib.asynccontextmanager
+async def _translated(url: str) -> AsyncIterator[None]:
+    """Redis's connection failures, as our BrokerUnavailable."""
+    try:
+        yield
+    except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
+        raise BrokerUnavailable(url, str(error) or type(error).__name__) from error
+
+
 class AbstractPublisher(abc.ABC):
     """Port for publishing logged events to a broker, in the order given."""
 
@@ -68,19 +77,13 @@ class RedisStreamsPublisher(AbstractPublisher):
     async def publish(self, batch: Sequence[LoggedEvent]) -> None:
         if not batch:
             return
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for logged in batch:
-                    pipe.xadd(self.stream, entry_fields(logged))  # type: ignore[arg-type]  # str fields
-                await pipe.execute()
-        except (
-            redis_errors.ConnectionError,
-            redis_errors.TimeoutError,
-            OSError,
-        ) as error:
-            raise BrokerUnavailable(
-                self.url, str(error) or type(error).__name__
-            ) from error
+        async with (
+            _translated(self.url),
+            self._client.pipeline(transaction=False) as pipe,
+        ):
+            for logged in batch:
+                pipe.xadd(self.stream, entry_fields(logged))  # type: ignore[arg-type]  # str fields
+            await pipe.execute()
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -134,7 +137,7 @@ class RedisCommandStream(AbstractCommandStream):
         self._group_ready = False
 
     async def read(self, *, count: int, block_ms: int) -> list[Entry]:
-        async with self._translated():
+        async with _translated(self.url):
             await self._ensure_group()
             replies: Any = await self._client.xreadgroup(
                 self.group,
@@ -150,7 +153,7 @@ class RedisCommandStream(AbstractCommandStream):
         ]
 
     async def reclaim(self, *, idle_ms: int, count: int) -> list[Entry]:
-        async with self._translated():
+        async with _translated(self.url):
             await self._ensure_group()
             reply: Any = await self._client.xautoclaim(
                 self.stream, self.group, self.consumer, idle_ms, "0-0", count=count
@@ -159,11 +162,11 @@ class RedisCommandStream(AbstractCommandStream):
         return [Entry(entry_id, dict(fields or {})) for entry_id, fields in claimed]
 
     async def ack(self, entry_id: str) -> None:
-        async with self._translated():
+        async with _translated(self.url):
             await self._client.xack(self.stream, self.group, entry_id)
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
-        async with self._translated():
+        async with _translated(self.url):
             fields: dict[Any, Any] = {
                 **entry.fields,
                 "reason": reason,
@@ -186,16 +189,3 @@ class RedisCommandStream(AbstractCommandStream):
             if "BUSYGROUP" not in str(error):
                 raise
         self._group_ready = True
-
-    @contextlib.asynccontextmanager
-    async def _translated(self) -> AsyncIterator[None]:
-        try:
-            yield
-        except (
-            redis_errors.ConnectionError,
-            redis_errors.TimeoutError,
-            OSError,
-        ) as error:
-            raise BrokerUnavailable(
-                self.url, str(error) or type(error).__name__
-            ) from error

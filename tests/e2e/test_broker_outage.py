@@ -138,3 +138,74 @@ def test_a_broker_outage_loses_nothing(
     assert stderr.count("relay resumed") == 1
     first_seen = list(dict.fromkeys(_streamed_ids(private_redis)))
     assert first_seen == _logged_ids(migrated)  # in log order, duplicates aside
+
+
+def _add_command(
+    server: PrivateRedis, name: str, payload: str, message_id: str
+) -> None:
+    reply = server.cli(
+        "xadd", "allocation:commands", "*",
+        "name", name, "message_id", message_id, "payload", payload,
+    )  # fmt: skip
+    assert reply, "xadd failed"
+
+
+def test_a_worker_consumes_commands_and_reclaims_a_dead_consumers(
+    migrated: Cli, private_redis: PrivateRedis
+) -> None:
+    migrated.ok("add-batch", "b1", "LAMP", "10")
+    migrated.ok("add-batch", "b2", "LAMP", "10", "--eta", "2030-01-01")
+    migrated.ok("allocate", "o1", "LAMP", "6")
+    _add_command(
+        private_redis, "change_batch_quantity", '{"ref": "b1", "qty": 2}', "m-1"
+    )
+    _add_command(
+        private_redis, "change_batch_quantity", '{"ref": "b1", "qty": 2}', "m-1"
+    )
+    _add_command(private_redis, "change_batch_quantity", "{oops", "m-2")
+
+    worker = start_worker(migrated, BROKER_URL=private_redis.url)
+    try:
+        _wait_for(
+            lambda: private_redis.cli("xlen", "allocation:commands:dead") == "1",
+            "the malformed entry is dead-lettered",
+        )
+        _wait_for(
+            lambda: migrated.ok("allocations", "o1") == ["LAMP\tb2"],
+            "the command moved o1 to b2",
+        )
+    finally:
+        code, _, stderr = worker.stop()
+    assert code == 0, stderr
+
+    # A consumer reads the next command and dies before handling it...
+    _add_command(
+        private_redis, "change_batch_quantity", '{"ref": "b1", "qty": 10}', "m-3"
+    )
+    private_redis.cli(
+        "xreadgroup", "group", "allocation", "dead-consumer",
+        "count", "1", "streams", "allocation:commands", ">",
+    )  # fmt: skip
+    assert private_redis.cli(
+        "xpending", "allocation:commands", "allocation"
+    ).startswith("1")
+    # ...and the next worker reclaims it.
+    worker = start_worker(
+        migrated, BROKER_URL=private_redis.url, ALLOCATION_CLAIM_IDLE_MS="100"
+    )
+    try:
+        _wait_for(
+            lambda: private_redis.cli(
+                "xpending", "allocation:commands", "allocation"
+            ).startswith("0"),
+            "the dead consumer's entry is reclaimed and handled",
+        )
+    finally:
+        code, _, stderr = worker.stop()
+    assert code == 0, stderr
+    listed = migrated("events", "list", "--name", "batch_quantity_changed")
+    assert (listed.returncode, listed.stderr) == (0, "2 events\n")
+    assert [line.split("\t")[-1] for line in listed.stdout.splitlines()] == [
+        '{"ref": "b1", "sku": "LAMP", "qty": 2}',  # once, though delivered twice
+        '{"ref": "b1", "sku": "LAMP", "qty": 10}',
+    ]

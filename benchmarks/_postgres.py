@@ -1,0 +1,54 @@
+"""Shared helpers for the PostgreSQL benchmarks: a fresh migrated ``allocation_bench``.
+
+The server is the one in ``BENCH_POSTGRES`` (default: trust auth as ``postgres`` on
+127.0.0.1:5432). The database is dropped and created again at the start of each run.
+"""
+
+from __future__ import annotations
+
+import os
+
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from allocation.adapters import database, migrations
+
+SERVER = os.environ.get("BENCH_POSTGRES", "postgres@127.0.0.1:5432")
+DATABASE = "allocation_bench"
+URL = f"postgresql+asyncpg://{SERVER}/{DATABASE}"
+# What asyncpg itself takes: the same server and database, no driver suffix.
+DSN = f"postgresql://{SERVER}/{DATABASE}"
+
+
+async def fresh_database() -> str:
+    """Drop and create ``allocation_bench``, bring it to head; return its URL."""
+    admin = create_async_engine(
+        f"postgresql+asyncpg://{SERVER}/postgres", isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(
+                f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"
+            )
+            await connection.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
+    finally:
+        await admin.dispose()
+    engine = database.create_engine(URL)
+    try:
+        await migrations.upgrade(engine)
+    finally:
+        await engine.dispose()
+    return URL
+
+
+async def drop_database() -> None:
+    """Remove ``allocation_bench`` (the end of a run)."""
+    admin = create_async_engine(
+        f"postgresql+asyncpg://{SERVER}/postgres", isolation_level="AUTOCOMMIT"
+    )
+    try:
+        async with admin.connect() as connection:
+            await connection.exec_driver_sql(
+                f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"
+            )
+    finally:
+        await admin.dispose()

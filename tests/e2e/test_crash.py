@@ -279,7 +279,20 @@ def _read_log(database: Path) -> list[Logged]:
         "SELECT position, message_id, aggregate_type, aggregate_id, aggregate_version,"
         " name, payload, correlation_id, causation_id FROM event_log ORDER BY position",
     )
-    return [Logged(*row[:6], json.loads(row[6]), *row[7:]) for row in rows]
+    return [
+        Logged(
+            position=row[0],
+            message_id=row[1],
+            aggregate_type=row[2],
+            aggregate_id=row[3],
+            aggregate_version=row[4],
+            name=row[5],
+            payload=json.loads(row[6]),
+            correlation_id=row[7],
+            causation_id=row[8],
+        )
+        for row in rows
+    ]
 
 
 def _read_tables(database: Path) -> dict[str, list[tuple[Any, ...]]]:

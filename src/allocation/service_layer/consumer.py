@@ -23,6 +23,7 @@ from allocation.domain.exceptions import (
     AlreadyProcessed,
     ConcurrencyConflict,
 )
+from allocation.service_layer.backoff import Outage
 
 if TYPE_CHECKING:
     from allocation.adapters.broker import AbstractCommandStream, Entry
@@ -128,23 +129,15 @@ async def keep_consuming(
     max_backoff: float = 5.0,
 ) -> None:
     """Consume until cancelled; while something is down, back off and log once."""
-    backoff = 0.1
-    outage = False
+    outage = Outage(logger, "consumer", first=0.1, longest=max_backoff)
     while True:
         try:
             await consume_once(
                 bus, stream, block_ms=block_ms, claim_idle_ms=claim_idle_ms
             )
         except (BrokerUnavailable, DatabaseUnavailable) as error:
-            if not outage:
-                outage = True
-                logger.warning("consumer paused, will retry: %s", error)
-            backoff = min(backoff * 2, max_backoff)
-            await anyio.sleep(backoff)
+            await anyio.sleep(outage.failed(error))
             continue
         except ConcurrencyConflict:
-            continue  # unacknowledged: read again
-        if outage:
-            logger.warning("consumer resumed")
-            outage = False
-            backoff = 0.1
+            continue  # unacknowledged: reclaimed and handled again
+        outage.succeeded()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from allocation.adapters.exceptions import BrokerUnavailable
+from allocation.service_layer.backoff import Outage
 
 if TYPE_CHECKING:
     from allocation.adapters.broker import AbstractPublisher
@@ -58,20 +59,12 @@ async def keep_relaying(
     max_backoff: float = 5.0,
 ) -> None:
     """Relay until cancelled; while the broker is down, back off and log once."""
-    backoff = interval
-    outage: str | None = None
+    outage = Outage(logger, "relay", first=interval, longest=max_backoff)
     while True:
         try:
             await relay_once(bus, publisher, batch_size=batch_size)
         except BrokerUnavailable as error:
-            if outage is None:
-                outage = str(error)
-                logger.warning("relay paused, will retry: %s", error)
-            backoff = min(backoff * 2, max_backoff)
-            await anyio.sleep(backoff)
+            await anyio.sleep(outage.failed(error))
             continue
-        if outage is not None:
-            logger.warning("relay resumed: the broker answers again")
-            outage = None
-            backoff = interval
+        outage.succeeded()
         await anyio.sleep(interval)

@@ -1,0 +1,37 @@
+"""Back-off for background loops that lose a dependency (broker, database) for a while."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import logging
+
+
+class Outage:
+    """Doubles the wait while something is down; logs one line each way, not per retry."""
+
+    def __init__(
+        self, logger: logging.Logger, what: str, *, first: float, longest: float
+    ) -> None:
+        self._logger = logger
+        self._what = what
+        self._first = first
+        self._longest = longest
+        self._wait = first
+        self._down = False
+
+    def failed(self, error: Exception) -> float:
+        """Record a failure; return how long to wait before the next try."""
+        if not self._down:
+            self._down = True
+            self._logger.warning("%s paused, will retry: %s", self._what, error)
+        self._wait = min(self._wait * 2, self._longest)
+        return self._wait
+
+    def succeeded(self) -> None:
+        """Record a success; the first one after an outage says so."""
+        if self._down:
+            self._down = False
+            self._wait = self._first
+            self._logger.warning("%s resumed", self._what)

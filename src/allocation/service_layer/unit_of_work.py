@@ -138,6 +138,8 @@ class AbstractUnitOfWork(abc.ABC):
         self, cause: messages.Message | None
     ) -> list[eventlog.NewEvent]:
         """Pop the aggregates' new events, stamped with their version and cause."""
+        if not self.products.seen and not self.users.seen:
+            return []  # the common case on exit and for read-model handlers
         new_events: list[eventlog.NewEvent] = []
         aggregates: Iterable[Aggregate] = itertools.chain(
             self.products.seen.values(), self.users.seen.values()

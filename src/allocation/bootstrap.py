@@ -35,6 +35,8 @@ from allocation.service_layer import relay as relay_service
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    from anyio.abc import TaskGroup
+
 logger = logging.getLogger(__name__)
 
 
@@ -89,9 +91,7 @@ async def bootstrap(
                 settings, check_schema, stack
             )
         elif isinstance(uow, unit_of_work.AbstractUnitOfWork):
-            shared = uow
-            catch_up = bool(catch_up)
-            uow_factory = functools.partial(_same, shared)
+            uow_factory = functools.partial(_same, uow)
         else:
             uow_factory = uow
         bus = messagebus.MessageBus(
@@ -112,7 +112,8 @@ async def bootstrap(
             projections=projections.PROJECTIONS,
             locks=locks,
         )
-        catch_up = catch_up is not False
+        if catch_up is None:
+            catch_up = not isinstance(uow, unit_of_work.AbstractUnitOfWork)
         if catch_up:
             # Whatever a process that died left undone is finished before new work.
             await catchup.catch_up(bus, batch_size=settings.catch_up_batch)
@@ -129,33 +130,8 @@ async def bootstrap(
                     settings.catch_up_batch,
                 )
             if relay and settings.broker_url:
-                publisher = RedisStreamsPublisher(
-                    settings.broker_url, settings.broker_stream
-                )
-                stack.push_async_callback(publisher.aclose)
-                task_group.start_soon(
-                    functools.partial(
-                        relay_service.keep_relaying,
-                        bus,
-                        publisher,
-                        interval=settings.relay_interval,
-                        batch_size=settings.relay_batch,
-                    )
-                )
-                commands_in = RedisCommandStream(
-                    settings.broker_url,
-                    settings.command_stream,
-                    settings.consumer_group,
-                    f"{socket.gethostname()}-{os.getpid()}",
-                )
-                stack.push_async_callback(commands_in.aclose)
-                task_group.start_soon(
-                    functools.partial(
-                        consumer.keep_consuming,
-                        bus,
-                        commands_in,
-                        claim_idle_ms=settings.claim_idle_ms,
-                    )
+                _start_broker_work(
+                    task_group, stack, bus, settings, settings.broker_url
                 )
             try:
                 yield bus
@@ -167,6 +143,42 @@ async def bootstrap(
             await _record_completions(bus)
         if body_error is not None:
             raise body_error
+
+
+def _start_broker_work(
+    task_group: TaskGroup,
+    stack: contextlib.AsyncExitStack,
+    bus: messagebus.MessageBus,
+    settings: config.Settings,
+    broker_url: str,
+) -> None:
+    """The outbox relay and the command consumer, as background tasks."""
+    publisher = RedisStreamsPublisher(broker_url, settings.broker_stream)
+    stack.push_async_callback(publisher.aclose)
+    task_group.start_soon(
+        functools.partial(
+            relay_service.keep_relaying,
+            bus,
+            publisher,
+            interval=settings.relay_interval,
+            batch_size=settings.relay_batch,
+        )
+    )
+    commands_in = RedisCommandStream(
+        broker_url,
+        settings.command_stream,
+        settings.consumer_group,
+        f"{socket.gethostname()}-{os.getpid()}",
+    )
+    stack.push_async_callback(commands_in.aclose)
+    task_group.start_soon(
+        functools.partial(
+            consumer.keep_consuming,
+            bus,
+            commands_in,
+            claim_idle_ms=settings.claim_idle_ms,
+        )
+    )
 
 
 async def _sql_unit_of_work_factory(

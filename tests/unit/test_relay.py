@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
 
 from allocation import config
+from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.bootstrap import bootstrap
 from allocation.service_layer import relay, services
 from allocation.testing import (
@@ -89,4 +90,41 @@ async def test_an_outage_is_logged_once_and_the_relay_resumes(
         "relay paused, will retry",
         "relay resumed",
     ]
+    assert [logged.event.TYPE for logged in publisher.published] == ["batch_created"]
+
+
+async def test_the_relay_outlives_a_database_outage(
+    bus: MessageBus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression (issue 4): a database outage ended the worker's relay task."""
+    published = anyio.Event()
+
+    class SignallingPublisher(FakePublisher):
+        async def publish(self, batch: Sequence[LoggedEvent]) -> None:
+            await super().publish(batch)
+            published.set()
+
+    await services.add_batch(bus, "b1", "LAMP", 10)
+    uow = bus.uow_factory()
+    assert isinstance(uow, FakeUnitOfWork)
+    real_read = uow.event_log.read
+    failures = iter([DatabaseUnavailable("fake://db", "down"), RuntimeError("odd")])
+
+    async def flaky_read(**kwargs: Any) -> list[LoggedEvent]:
+        failure = next(failures, None)
+        if failure is not None:
+            raise failure
+        return await real_read(**kwargs)
+
+    monkeypatch.setattr(uow.event_log, "read", flaky_read)
+    publisher = SignallingPublisher()
+    async with anyio.create_task_group() as group:
+        group.start_soon(
+            lambda: relay.keep_relaying(
+                bus, publisher, interval=0.001, max_backoff=0.002
+            )
+        )
+        with anyio.fail_after(5):
+            await published.wait()
+        group.cancel_scope.cancel()
     assert [logged.event.TYPE for logged in publisher.published] == ["batch_created"]

@@ -128,7 +128,10 @@ async def keep_consuming(
     claim_idle_ms: int = 30_000,
     max_backoff: float = 5.0,
 ) -> None:
-    """Consume until cancelled; while something is down, back off and log once."""
+    """Consume until cancelled; while something is down, back off and log once.
+
+    Nothing ends the loop but cancellation: a worker must outlive an outage.
+    """
     outage = Outage(logger, "consumer", first=0.1, longest=max_backoff)
     while True:
         try:
@@ -140,4 +143,8 @@ async def keep_consuming(
             continue
         except ConcurrencyConflict:
             continue  # unacknowledged: reclaimed and handled again
+        except Exception as error:  # a background loop's boundary: log, retry
+            logger.exception("consumer pass failed")
+            await anyio.sleep(outage.failed(error))
+            continue
         outage.succeeded()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from allocation.adapters.exceptions import BrokerUnavailable
+from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.service_layer.backoff import Outage
 
 if TYPE_CHECKING:
@@ -58,12 +58,18 @@ async def keep_relaying(
     batch_size: int = 500,
     max_backoff: float = 5.0,
 ) -> None:
-    """Relay until cancelled; while the broker is down, back off and log once."""
+    """Relay until cancelled; while the broker or the database is down, back off
+    and log once. Nothing ends the loop but cancellation: a worker must outlive an
+    outage."""
     outage = Outage(logger, "relay", first=interval, longest=max_backoff)
     while True:
         try:
             await relay_once(bus, publisher, batch_size=batch_size)
-        except BrokerUnavailable as error:
+        except (BrokerUnavailable, DatabaseUnavailable) as error:
+            await anyio.sleep(outage.failed(error))
+            continue
+        except Exception as error:  # a background loop's boundary: log, retry
+            logger.exception("relay pass failed")
             await anyio.sleep(outage.failed(error))
             continue
         outage.succeeded()

@@ -79,10 +79,13 @@ class FakeUserRepository(AbstractUserRepository):
     def _add(self, aggregate: users.User) -> None:
         pass  # stored by _store at commit, where the database checks uniqueness
 
-    def _store(self, user: users.User) -> None:
+    def _check_unique(self, user: users.User) -> None:
+        # What the unique constraint on the email does in the database.
         holder = self._by_email.get(user.email)
         if holder is not None and holder is not user:
             raise EmailAlreadyRegistered(user.email)
+
+    def _store(self, user: users.User) -> None:
         self._by_email[user.email] = user
         self._by_id[user.id] = user
 
@@ -182,12 +185,18 @@ class FakeEventLog(AbstractEventLog):
         self._next_letter = 1
 
     async def append(self, new_events: Sequence[NewEvent]) -> None:
+        versions = [
+            (new.aggregate_type, new.aggregate_id, new.aggregate_version)
+            for new in new_events
+        ]
+        # All or nothing, as the unique constraint makes it in the database.
+        if len(set(versions)) < len(versions) or self._versions.intersection(versions):
+            raise ConcurrencyConflict(
+                new_events[0].aggregate_type, "version already logged"
+            )
+        self._versions.update(versions)
         now = datetime.datetime.now(datetime.UTC)
         for new in new_events:
-            version = (new.aggregate_type, new.aggregate_id, new.aggregate_version)
-            if version in self._versions:
-                raise ConcurrencyConflict(new.aggregate_type, "version already logged")
-            self._versions.add(version)
             logged = LoggedEvent(
                 position=len(self.logged) + 1,
                 event=new.event,
@@ -318,9 +327,7 @@ class FakeUnitOfWork(AbstractUnitOfWork):
         if tracking is not None and tracking in self.event_log.processed:
             raise AlreadyProcessed(" ".join(tracking))
         for user in self.users.seen.values():
-            holder = self.users._by_email.get(user.email)
-            if holder is not None and holder is not user:
-                raise EmailAlreadyRegistered(user.email)
+            self.users._check_unique(user)
         await self.event_log.append(new_events)
         for user in list(self.users.seen.values()):
             self.users._store(user)

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 from allocation import config
+from allocation.adapters.eventlog import NewEvent
 from allocation.bootstrap import bootstrap
 from allocation.domain import events, users
+from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import catchup, services
 from allocation.testing import FakeConsole, FakeNotifications, FakeUnitOfWork
 
@@ -127,3 +129,20 @@ async def test_catch_up_with_fakes_delivers_what_was_not_dispatched(
     assert await catchup.catch_up(bus) == 4
     assert await uow.users_view.by_email("ann@example.com") is not None
     assert await catchup.catch_up(bus) == 0
+
+
+async def test_a_refused_append_leaves_the_fake_log_unchanged() -> None:
+    """The fake refuses a batch whole, as the database's unique constraint does."""
+    log = FakeUnitOfWork().event_log
+    first = events.OutOfStock(sku="LAMP", orderid="o1", qty=1)
+    await log.append([NewEvent(first, "product", "LAMP", 1)])
+    again = events.OutOfStock(sku="LAMP", orderid="o2", qty=1)
+    later = events.OutOfStock(sku="LAMP", orderid="o3", qty=1)
+    with pytest.raises(ConcurrencyConflict):
+        await log.append(
+            [
+                NewEvent(later, "product", "LAMP", 2),
+                NewEvent(again, "product", "LAMP", 1),
+            ]
+        )
+    assert [logged.event for logged in log.logged] == [first]

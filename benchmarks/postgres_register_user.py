@@ -1,25 +1,25 @@
 """register_user on PostgreSQL at concurrency 1, 8 and 32: ours, ours without the
 append lock, and raw asyncpg issuing the same statements, in alternating blocks.
 
-Ours: ``services.register_user`` through ``bootstrap`` (catch-up off) on a freshly
-migrated ``allocation_bench`` database, welcome email, log line and coupon going to
-fakes. N tasks in a task group share each block's operations. Every op is two
-transactions, as SQLAlchemy's statement log shows them:
+Ours: ``services.register_user`` through ``bootstrap`` (catch-up off, a pool of N
+connections: ``ALLOCATION_DATABASE_POOL_SIZE``) on a freshly migrated
+``allocation_bench`` database, welcome email, log line and coupon going to fakes. N
+tasks in a task group share each block's operations. Every op is two transactions:
 
-1. BEGIN; INSERT users; SELECT pg_advisory_xact_lock(k); INSERT event_log (JSON
-   payload) RETURNING position; COMMIT
+1. BEGIN; INSERT users (the ORM's flush); the event-log append: one statement that
+   takes the advisory lock ordering appenders, notifies the relay's channel and
+   inserts the JSON payload (``postgres_driver.APPEND``); COMMIT
 2. BEGIN; INSERT users_view ... ON CONFLICT DO UPDATE; INSERT processed_messages;
    COMMIT
 
 plus, every 1,000 completions, one batch of ``processed_messages`` rows for the three
 handlers that write nothing themselves.
 
-"ours, no append lock": the same path with ``SqlAlchemyEventLog.append`` patched (for
-its own blocks only) to skip the advisory lock that queues appenders until commit:
+"ours, no append lock": the same path with the append statement swapped (for its own
+blocks only) for one without the advisory lock that queues appenders until commit:
 what that lock costs. Raw: an asyncpg pool of N connections issuing the statements
-above, with the lock ("raw asyncpg + lock") and without it ("raw asyncpg"). Ours uses
-the engine ``bootstrap`` builds, whose pool holds at most 15 connections (SQLAlchemy's
-default 5 + 10 overflow), so at concurrency 32 some of our tasks wait for a connection.
+above, the append being our very statement ("raw asyncpg + lock") or a plain INSERT
+("raw asyncpg").
 
 Run: .venv/bin/python benchmarks/postgres_register_user.py [--quick] [--profile]
 """
@@ -41,20 +41,18 @@ from _harness import Variant, interleave, parse_args, profile, ratio, report
 from _postgres import DSN, drop_database, fresh_database
 
 from allocation import config
-from allocation.adapters import sql_eventlog
+from allocation.adapters import postgres_driver
 from allocation.bootstrap import bootstrap
 from allocation.service_layer import services
 from allocation.testing import FakeConsole, FakeNotifications
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Iterator, Sequence
+    from collections.abc import Awaitable, Callable, Iterator
 
-    from allocation.adapters.eventlog import NewEvent
     from allocation.service_layer.messagebus import MessageBus
 
 CONCURRENCIES = (1, 8, 32)
 TARGET_AT_32 = 0.5
-_APPEND_LOCK = "SELECT pg_advisory_xact_lock($1)"
 _INSERT_USER = (
     "INSERT INTO users (id, name, email, version_number) VALUES ($1, $2, $3, $4)"
 )
@@ -71,6 +69,9 @@ _INSERT_PROCESSED = (
     "INSERT INTO processed_messages (subscriber, message_id) VALUES ($1, $2)"
 )
 _INSERT_PROCESSED_UNLESS_THERE = f"{_INSERT_PROCESSED} ON CONFLICT DO NOTHING"
+_APPEND_UNLOCKED = postgres_driver.APPEND.replace(
+    f"pg_advisory_xact_lock({postgres_driver.APPEND_LOCK_KEY})", "1"
+)
 _UNTRACKED_HANDLERS = ("send_welcome_email", "log_registration", "send_coupon")
 _COMPLETIONS_TO_FLUSH = 1000
 
@@ -107,19 +108,31 @@ class _Raw:
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(_INSERT_USER, user_id, name, email, 1)
             if self._lock:
-                await connection.execute(_APPEND_LOCK, sql_eventlog._APPEND_LOCK_KEY)
-            await connection.fetchval(
-                _INSERT_EVENT,
-                message_id,
-                "user",
-                user_id,
-                1,
-                "user_registered",
-                payload,
-                now,
-                command_id,
-                command_id,
-            )
+                await connection.execute(
+                    postgres_driver.APPEND,
+                    [message_id],
+                    ["user"],
+                    [user_id],
+                    [1],
+                    ["user_registered"],
+                    [payload],
+                    [now],
+                    [command_id],
+                    [command_id],
+                )
+            else:
+                await connection.fetchval(
+                    _INSERT_EVENT,
+                    message_id,
+                    "user",
+                    user_id,
+                    1,
+                    "user_registered",
+                    payload,
+                    now,
+                    command_id,
+                    command_id,
+                )
         async with self._pool.acquire() as connection, connection.transaction():
             await connection.execute(_UPSERT_USERS_VIEW, user_id, name, email)
             await connection.execute(_INSERT_PROCESSED, "users_view", message_id)
@@ -139,24 +152,15 @@ class _Raw:
             )
 
 
-_original_append = sql_eventlog.SqlAlchemyEventLog.append
-
-
-async def _append_without_lock(
-    log: sql_eventlog.SqlAlchemyEventLog, new_events: Sequence[NewEvent]
-) -> None:
-    """``append`` as it is, minus the advisory lock (the lock is PostgreSQL-only)."""
-    log._dialect = "postgresql, lock skipped"
-    await _original_append(log, new_events)
-
-
 @contextlib.contextmanager
 def append_lock_skipped() -> Iterator[None]:
-    sql_eventlog.SqlAlchemyEventLog.append = _append_without_lock  # type: ignore[method-assign]  # the variant's point
+    """Our append without its advisory lock (its notification and insert kept)."""
+    locked = postgres_driver.APPEND
+    postgres_driver.APPEND = _APPEND_UNLOCKED
     try:
         yield
     finally:
-        sql_eventlog.SqlAlchemyEventLog.append = _original_append  # type: ignore[method-assign]  # restored
+        postgres_driver.APPEND = locked
 
 
 def _variants(
@@ -194,13 +198,15 @@ async def _main(blocks: int, ops: int, profiling: bool) -> None:
     url = await fresh_database()
     summary: list[str] = []
     try:
-        async with bootstrap(
-            settings=config.Settings(database_url=url, catch_up_interval=0),
-            notifications=FakeNotifications(),
-            console=FakeConsole(),
-            catch_up=False,
-        ) as bus:
-            for tasks in CONCURRENCIES:
+        for tasks in CONCURRENCIES:
+            async with bootstrap(
+                settings=config.Settings(
+                    database_url=url, catch_up_interval=0, database_pool_size=tasks
+                ),
+                notifications=FakeNotifications(),
+                console=FakeConsole(),
+                catch_up=False,
+            ) as bus:
                 pool: Any = await asyncpg.create_pool(
                     DSN, min_size=tasks, max_size=tasks
                 )

@@ -185,7 +185,9 @@ async def _sql_unit_of_work_factory(
     settings: config.Settings, check_schema: bool, stack: contextlib.AsyncExitStack
 ) -> tuple[messagebus.UowFactory, SubscriberLocks]:
     orm.start_mappers()
-    engine = database.create_engine(settings.database_url)
+    engine = database.create_engine(
+        settings.database_url, pool_size=settings.database_pool_size
+    )
     stack.push_async_callback(engine.dispose)
     if check_schema:
         await migrations.ensure_up_to_date(engine)

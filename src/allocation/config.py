@@ -30,6 +30,7 @@ class Settings:
     """Everything the application reads from its environment."""
 
     database_url: str = DEFAULT_DATABASE_URL
+    database_pool_size: int = 20
     retry_attempts: int = 3
     retry_delay: float = 0.1
     conflict_retries: int = 10
@@ -61,6 +62,14 @@ class Settings:
             )
         return cls(
             database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_pool_size=_read(
+                env,
+                "ALLOCATION_DATABASE_POOL_SIZE",
+                20,
+                int,
+                "a whole number >= 1",
+                minimum=1,
+            ),
             retry_attempts=_read(
                 env,
                 "ALLOCATION_RETRY_ATTEMPTS",

@@ -8,12 +8,13 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm.exc import StaleDataError
 
-from allocation.adapters import sqlite_driver
+from allocation.adapters import postgres_driver, sqlite_driver
 from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.domain.exceptions import (
     AlreadyProcessed,
@@ -47,11 +48,12 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str) -> AsyncEngine:
+def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys.
 
     Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers. SQLite
-    runs through our one-trip aiosqlite adapter (see ``sqlite_driver``).
+    runs through our one-trip aiosqlite adapter (see ``sqlite_driver``); PostgreSQL
+    holds at most ``pool_size`` connections (SQLAlchemy's 5 + 10 overflow without).
     """
     url = normalise_database_url(url)
     options: dict[str, Any] = {}
@@ -59,6 +61,13 @@ def create_engine(url: str) -> AsyncEngine:
         # Our UoW always ends its transaction, so the pool's unconditional
         # rollback on return is replaced by one that runs only when needed.
         options = {"module": sqlite_driver.dbapi(), "pool_reset_on_return": None}
+    elif url.startswith("postgresql+asyncpg:"):
+        # The transactions are begun on the driver by postgres_driver's hooks.
+        options = {"isolation_level": "AUTOCOMMIT"}
+        if pool_size is not None:
+            # A fixed pool: tasks beyond it wait for a connection instead of
+            # opening and closing overflow connections under load.
+            options.update(pool_size=pool_size, max_overflow=0)
     try:
         engine = create_async_engine(url, **options)
     except (
@@ -74,6 +83,8 @@ def create_engine(url: str) -> AsyncEngine:
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
         if options:
             event.listen(engine.sync_engine, "reset", _reset_sqlite_connection)
+    elif options:
+        postgres_driver.install(engine)
     return engine
 
 
@@ -113,12 +124,16 @@ def _reset_sqlite_connection(
         dbapi_connection.rollback()
 
 
+# What the raw asyncpg statements of postgres_driver raise, unwrapped by SQLAlchemy.
+_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
 @contextlib.contextmanager
 def translated_errors(url: str | URL, new_emails: Iterable[str] = ()) -> Iterator[None]:
     """Re-raise driver errors as ours; ``new_emails`` name a duplicate-email failure."""
     try:
         yield
-    except (exc.SQLAlchemyError, OSError) as error:
+    except (exc.SQLAlchemyError, OSError, *_DRIVER_ERRORS) as error:
         ours = translate(error, str(url), new_emails)
         if ours is error:
             raise
@@ -131,8 +146,12 @@ def translate(
     """Return the AllocationError that ``error`` means, or ``error`` itself."""
     if isinstance(error, StaleDataError):
         return ConcurrencyConflict("product", "it changed since it was read")
-    if isinstance(error, exc.IntegrityError):
-        text = str(error.orig)
+    # SQLAlchemy wraps the driver's error; postgres_driver's statements raise it bare.
+    cause = error.orig if isinstance(error, exc.DBAPIError) else error
+    if isinstance(
+        error, (exc.IntegrityError, asyncpg.IntegrityConstraintViolationError)
+    ):
+        text = str(cause)
         if "users.email" in text or "uq_users_email" in text:
             return EmailAlreadyRegistered(next(iter(new_emails), "?"))
         if "processed_messages" in text:
@@ -140,22 +159,20 @@ def translate(
         # Another transaction created the same key first: running the command again
         # sees that row and gives the precise answer (or succeeds).
         return ConcurrencyConflict("database row", text)
-    if isinstance(error, exc.DBAPIError):
-        if _is_retryable(error):
-            return ConcurrencyConflict("database", str(error.orig))
-        return DatabaseUnavailable(_safe(url), _first_line(error.orig))
-    if isinstance(error, OSError):
+    if isinstance(error, (exc.DBAPIError, asyncpg.PostgresError)):
+        if _is_retryable(cause):
+            return ConcurrencyConflict("database", str(cause))
+        return DatabaseUnavailable(_safe(url), _first_line(cause))
+    if isinstance(error, (OSError, asyncpg.InterfaceError)):
         return DatabaseUnavailable(_safe(url), str(error) or type(error).__name__)
     return error
 
 
-def _is_retryable(error: exc.DBAPIError) -> bool:
-    text = str(error.orig).lower()
+def _is_retryable(cause: object) -> bool:
+    text = str(cause).lower()
     if "database is locked" in text or "database is busy" in text:
         return True
-    sqlstate = getattr(error.orig, "sqlstate", None) or getattr(
-        error.orig, "pgcode", None
-    )
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(cause, "pgcode", None)
     return sqlstate in _RETRYABLE_SQLSTATES
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, NamedTuple, TypedDict
 from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from allocation.adapters import database, orm
+from allocation.adapters import database, orm, postgres_driver
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -149,8 +149,12 @@ async def _begin_reading(session: AsyncSession) -> None:
 class SqlAlchemyAllocationsView(AbstractAllocationsView):
     """The read model in the ``allocations_view`` table (asyncio only)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(
+        self, session: AsyncSession, driver: postgres_driver.SessionDriver | None = None
+    ) -> None:
         self._session = session
+        # PostgreSQL's hot statements run on the driver (see postgres_driver).
+        self._driver = driver
 
     async def add(
         self, orderid: str, sku: str, batchref: str, version: int | None = None
@@ -182,6 +186,17 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
         *,
         allocated: bool,
     ) -> None:
+        if self._driver is not None:
+            statement = (
+                postgres_driver.UPSERT_LINE
+                if version is None
+                else postgres_driver.UPSERT_LINE_GUARDED
+            )
+            driver = await self._driver()
+            await driver.execute(
+                statement, orderid, sku, batchref, version or 0, allocated
+            )
+            return
         dialect = self._session.get_bind().dialect.name
         await self._session.execute(
             _upsert(dialect, guarded=version is not None),
@@ -220,10 +235,17 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
 class SqlAlchemyUsersView(AbstractUsersView):
     """The users read model in the ``users_view`` table (asyncio only)."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(
+        self, session: AsyncSession, driver: postgres_driver.SessionDriver | None = None
+    ) -> None:
         self._session = session
+        self._driver = driver
 
     async def add(self, user_id: str, name: str, email: str) -> None:
+        if self._driver is not None:
+            driver = await self._driver()
+            await driver.execute(postgres_driver.UPSERT_USER, user_id, name, email)
+            return
         statement = _upsert_user(self._session.get_bind().dialect.name)
         await self._session.execute(
             statement, {"user_id": user_id, "name": name, "email": email}

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from allocation.adapters import orm
+from allocation.adapters import orm, postgres_driver
 from allocation.adapters.eventlog import (
     AbstractEventLog,
     DeadLetter,
@@ -26,9 +26,6 @@ if TYPE_CHECKING:
 
     from allocation.adapters.eventlog import NewEvent
 
-# Any constant works: it names the one advisory lock that orders appends.
-_APPEND_LOCK_KEY = 0x616C6C6F63  # "alloc"
-
 
 @functools.cache
 def _insert_ignoring_duplicates(dialect: str) -> Executable:
@@ -44,37 +41,30 @@ def _utc_now() -> datetime.datetime:
 class SqlAlchemyEventLog(AbstractEventLog):
     """The log, tracking and dead letters in the tables of ``orm``."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(
+        self, session: AsyncSession, driver: postgres_driver.SessionDriver | None = None
+    ) -> None:
         self._session = session
         self._dialect = session.get_bind().dialect.name
+        # PostgreSQL's hot statements run on the driver (see postgres_driver).
+        self._driver = driver
 
     async def append(self, new_events: Sequence[NewEvent]) -> None:
         if not new_events:
             return
-        if self._dialect == "postgresql":
-            # Appenders queue here until the holder commits, so positions are handed
-            # out in commit order and a reader never sees a later one first. SQLite
-            # gets the same from its single writer.
-            await self._session.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}
-            )
         now = _utc_now()
-        await self._session.execute(
-            insert(orm.event_log),
-            [
-                {
-                    "message_id": new.event.message_id,
-                    "aggregate_type": new.aggregate_type,
-                    "aggregate_id": new.aggregate_id,
-                    "aggregate_version": new.aggregate_version,
-                    "name": new.event.TYPE,
-                    "payload": new.event.to_payload(),
-                    "occurred_at": now,
-                    "correlation_id": new.event.correlation_id,
-                    "causation_id": new.event.causation_id,
-                }
-                for new in new_events
-            ],
+        rows = [_log_row(new, now) for new in new_events]
+        if self._driver is None:
+            if self._dialect == "postgresql":
+                await self._session.execute(text(postgres_driver.ORDER_AND_ANNOUNCE))
+            await self._session.execute(insert(orm.event_log), rows)
+            return
+        # The aggregates' rows go first, so the append lock is held only from the
+        # append to the commit.
+        await self._session.flush()
+        driver = await self._driver()
+        await driver.execute(
+            postgres_driver.APPEND, *postgres_driver.append_arguments(rows)
         )
 
     async def read(
@@ -105,6 +95,17 @@ class SqlAlchemyEventLog(AbstractEventLog):
     async def mark_processed(
         self, subscriber: str, message_ids: Iterable[str], *, exactly_once: bool
     ) -> None:
+        if self._driver is not None:
+            ids = list(message_ids)
+            if ids:
+                sql = (
+                    postgres_driver.MARK_PROCESSED
+                    if exactly_once
+                    else postgres_driver.MARK_PROCESSED_UNLESS_THERE
+                )
+                driver = await self._driver()
+                await driver.execute(sql, subscriber, ids)
+            return
         rows = [{"subscriber": subscriber, "message_id": mid} for mid in message_ids]
         if not rows:
             return
@@ -216,6 +217,20 @@ class SqlAlchemyEventLog(AbstractEventLog):
             )
         )
         return set(found)
+
+
+def _log_row(new: NewEvent, now: datetime.datetime) -> dict[str, Any]:
+    return {
+        "message_id": new.event.message_id,
+        "aggregate_type": new.aggregate_type,
+        "aggregate_id": new.aggregate_id,
+        "aggregate_version": new.aggregate_version,
+        "name": new.event.TYPE,
+        "payload": new.event.to_payload(),
+        "occurred_at": now,
+        "correlation_id": new.event.correlation_id,
+        "causation_id": new.event.causation_id,
+    }
 
 
 def _logged(row: Row[Any]) -> LoggedEvent:

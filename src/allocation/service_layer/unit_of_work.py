@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Self
 
 import anyio
 
-from allocation.adapters import database, eventlog, read_model, repository, sql_eventlog
+from allocation.adapters import (
+    database,
+    eventlog,
+    postgres_driver,
+    read_model,
+    repository,
+    sql_eventlog,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -196,12 +203,15 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self._session_factory = session_factory
 
     async def _start(self) -> None:
-        self.session = self._session_factory()
-        self.products = repository.SqlAlchemyProductRepository(self.session)
-        self.users = repository.SqlAlchemyUserRepository(self.session)
-        self.allocations_view = read_model.SqlAlchemyAllocationsView(self.session)
-        self.users_view = read_model.SqlAlchemyUsersView(self.session)
-        self.event_log = sql_eventlog.SqlAlchemyEventLog(self.session)
+        self.session = session = self._session_factory()
+        driver = None
+        if postgres_driver.drives(session.get_bind().engine):
+            driver = postgres_driver.SessionDriver(session)
+        self.products = repository.SqlAlchemyProductRepository(session)
+        self.users = repository.SqlAlchemyUserRepository(session)
+        self.allocations_view = read_model.SqlAlchemyAllocationsView(session, driver)
+        self.users_view = read_model.SqlAlchemyUsersView(session, driver)
+        self.event_log = sql_eventlog.SqlAlchemyEventLog(session, driver)
 
     async def __aexit__(
         self,
@@ -214,7 +224,8 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             try:
                 await super().__aexit__(exc_type, exc, traceback)
             finally:
-                await self.session.close()
+                if self.session.in_transaction():  # else nothing holds a connection
+                    await self.session.close()
         # Every driver error raised inside the block, by a repository or a read
         # model, is translated here, in one place.
         if exc is not None:
@@ -238,6 +249,8 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             await self.session.commit()
 
     async def _rollback(self) -> None:
+        if not self.session.in_transaction():
+            return  # committed, or never began: a round trip saved per command
         with database.translated_errors(self.session.get_bind().engine.url):
             await self.session.rollback()
 

@@ -1,0 +1,175 @@
+"""PostgreSQL's hot path: the unit of work's transaction and statements on asyncpg.
+
+SQLAlchemy costs 200-400 µs of event-loop CPU per statement, which on PostgreSQL is
+most of a command. So the statements that every command and projection issues (the
+event-log append, tracking rows, the read models' upserts) run straight on the
+asyncpg connection, prepared once per connection, inside the unit of work's
+transaction. For that, the transaction must be open on the driver before the first
+such statement: the engine runs in autocommit mode and hooks (``install``) begin,
+commit and roll back the asyncpg transaction when SQLAlchemy does. The ORM still
+loads and flushes the aggregates, on the same connection, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import event
+from sqlalchemy.util import await_
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    import asyncpg
+    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.pool import PoolResetState
+
+# Any constant works: it names the one advisory lock that orders appends.
+APPEND_LOCK_KEY = 0x616C6C6F63  # "alloc"
+# Listeners (the relay) are told on this channel that new events are committed.
+LOG_CHANNEL = "allocation_event_log"
+
+# Appenders queue on the advisory lock until the holder commits, so positions are
+# handed out in commit order and a reader never sees a later one first. The lock is
+# taken (the CTE is scanned) before the first row draws its position. The
+# notification is delivered when, and only if, the transaction commits.
+APPEND = f"""
+WITH ordered AS (SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})),
+     announced AS (SELECT pg_notify('{LOG_CHANNEL}', ''))
+INSERT INTO event_log (message_id, aggregate_type, aggregate_id, aggregate_version,
+                       name, payload, occurred_at, correlation_id, causation_id)
+SELECT new.message_id, new.aggregate_type, new.aggregate_id, new.aggregate_version,
+       new.name, new.payload, new.occurred_at, new.correlation_id, new.causation_id
+FROM ordered, announced,
+     unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::varchar[],
+            $6::json[], $7::timestamptz[], $8::varchar[], $9::varchar[])
+       WITH ORDINALITY AS new(message_id, aggregate_type, aggregate_id,
+                              aggregate_version, name, payload, occurred_at,
+                              correlation_id, causation_id, n)
+ORDER BY new.n
+"""
+# The same ordering and announcement for an engine without the hooks (one built
+# outside ``database.create_engine``), run through SQLAlchemy before its insert.
+ORDER_AND_ANNOUNCE = (
+    f"SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY}), pg_notify('{LOG_CHANNEL}', '')"
+)
+MARK_PROCESSED = (
+    "INSERT INTO processed_messages (subscriber, message_id)"
+    " SELECT $1, unnest($2::varchar[])"
+)
+MARK_PROCESSED_UNLESS_THERE = f"{MARK_PROCESSED} ON CONFLICT DO NOTHING"
+UPSERT_USER = (
+    "INSERT INTO users_view (user_id, name, email) VALUES ($1, $2, $3)"
+    " ON CONFLICT (user_id) DO UPDATE"
+    " SET name = excluded.name, email = excluded.email"
+)
+_UPSERT_LINE = (
+    "INSERT INTO allocations_view (orderid, sku, batchref, version, allocated)"
+    " VALUES ($1, $2, $3, $4, $5)"
+    " ON CONFLICT (orderid, sku) DO UPDATE SET batchref = excluded.batchref,"
+    " version = excluded.version, allocated = excluded.allocated"
+)
+UPSERT_LINE = _UPSERT_LINE
+# Only a newer version overwrites: events may arrive in any order.
+UPSERT_LINE_GUARDED = (
+    f"{_UPSERT_LINE} WHERE allocations_view.version < excluded.version"
+)
+
+
+class SessionDriver:
+    """The asyncpg connection under a session's current transaction.
+
+    Asking for it begins the session's transaction if none is open, so a statement
+    run on it is always inside the unit of work's transaction.
+    """
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        self._transaction: object = None
+        self._connection: Any = None
+
+    async def __call__(self) -> asyncpg.Connection[Any]:
+        current = self._session.sync_session.get_transaction()
+        if current is None or current is not self._transaction:
+            bound = await self._session.connection()
+            self._connection = bound.sync_connection.connection.driver_connection  # type: ignore[union-attr]  # open: just begun
+            self._transaction = self._session.sync_session.get_transaction()
+        connection: asyncpg.Connection[Any] = self._connection
+        return connection
+
+
+def install(engine: AsyncEngine) -> None:
+    """Make the driver transaction follow SQLAlchemy's, on an autocommit engine.
+
+    The engine must be created with ``isolation_level="AUTOCOMMIT"`` (asyncpg then
+    never begins a transaction for SQLAlchemy); these hooks BEGIN on the asyncpg
+    connection when SQLAlchemy begins, and COMMIT or ROLLBACK when it does.
+    """
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "begin", _begin)
+    event.listen(sync_engine, "commit", _commit)
+    event.listen(sync_engine, "rollback", _rollback)
+    event.listen(sync_engine, "reset", _reset)
+
+
+def drives(engine: Engine) -> bool:
+    """Whether ``install`` hooked this engine (a SessionDriver is safe to use)."""
+    return event.contains(engine, "begin", _begin)
+
+
+_OPEN = "allocation_driver_transaction"
+
+
+def _begin(connection: Connection) -> None:
+    level = connection.get_execution_options().get("isolation_level")
+    if level == "AUTOCOMMIT":
+        return  # asked for explicitly (e.g. CREATE DATABASE): no transaction
+    driver = connection.connection.driver_connection
+    transaction = driver.transaction(  # type: ignore[union-attr]  # asyncpg's
+        isolation=level.lower().replace(" ", "_") if level else None
+    )
+    await_(transaction.start())
+    connection.info[_OPEN] = transaction
+
+
+def _commit(connection: Connection) -> None:
+    transaction = connection.info.pop(_OPEN, None)
+    if transaction is not None:
+        await_(transaction.commit())
+
+
+def _rollback(connection: Connection) -> None:
+    transaction = connection.info.pop(_OPEN, None)
+    driver = connection.connection.driver_connection
+    if transaction is not None and not driver.is_closed():  # type: ignore[union-attr]  # asyncpg's
+        await_(transaction.rollback())
+
+
+def _reset(dbapi_connection: Any, record: Any, reset_state: PoolResetState) -> None:
+    # A connection goes back to the pool with no transaction open, whatever happened.
+    transaction = record.info.pop(_OPEN, None)
+    driver = dbapi_connection.driver_connection
+    if reset_state.terminate_only or driver.is_closed():
+        return
+    if transaction is not None and driver.is_in_transaction():
+        await_(transaction.rollback())
+
+
+def append_arguments(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
+    """The APPEND statement's column arrays for event-log rows."""
+    columns = (
+        "message_id",
+        "aggregate_type",
+        "aggregate_id",
+        "aggregate_version",
+        "name",
+        "payload",
+        "occurred_at",
+        "correlation_id",
+        "causation_id",
+    )
+    arrays: list[list[Any]] = [[row[column] for row in rows] for column in columns]
+    arrays[5] = [json.dumps(payload) for payload in arrays[5]]
+    return arrays

@@ -153,3 +153,76 @@ async def test_a_product_changed_since_it_was_read_is_a_conflict(
         product = await uow.products.get(sku)
         assert product is not None
         assert product.batches[0].allocations == frozenset()
+
+
+async def test_users_are_found_by_id_and_by_email(
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+) -> None:
+    async with uow_factory() as uow:
+        uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
+        uow.users.add(users.User.register("u2", "Bob", "bob@example.com"))
+        await uow.commit()
+    async with uow_factory() as uow:
+        by_id = await uow.users.get("u1")
+        by_email = await uow.users.get_by_email(" BOB@example.com ")
+        assert by_id is not None
+        assert (by_id.id, by_id.name, by_id.email, by_id.version_number) == (
+            "u1",
+            "Ann",
+            "ann@example.com",
+            1,
+        )
+        assert by_id.events == []
+        assert by_email is not None
+        assert by_email.id == "u2"
+        assert await uow.users.get("nobody") is None
+        assert await uow.users.all_ids() == ["u1", "u2"]
+
+
+async def _rename(user: users.User, name: str) -> None:
+    # No command changes a user yet; a change is a new version with its event.
+    user.name = name
+    user._record(events.UserRegistered(user_id=user.id, name=name, email=user.email))
+
+
+async def test_a_changed_user_is_saved_with_its_new_version(
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+) -> None:
+    async with uow_factory() as uow:
+        uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
+        await uow.commit()
+    async with uow_factory() as uow:
+        user = await uow.users.get("u1")
+        assert user is not None
+        await _rename(user, "Anna")
+        await uow.commit()
+    async with uow_factory() as uow:
+        saved = await uow.users.get("u1")
+        assert saved is not None
+        assert (saved.name, saved.version_number) == ("Anna", 2)
+
+
+async def test_a_user_changed_since_it_was_read_is_a_conflict(
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+) -> None:
+    async with uow_factory() as uow:
+        uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
+        await uow.commit()
+
+    async def rename_after_a_concurrent_change() -> None:
+        async with uow_factory() as uow:
+            user = await uow.users.get("u1")
+            assert user is not None
+            # Another writer's commit, as seen by this transaction's UPDATE.
+            await uow.session.execute(
+                text("UPDATE users SET version_number = version_number + 1")
+            )
+            await _rename(user, "Anna")
+            await uow.commit()
+
+    with pytest.raises(ConcurrencyConflict):
+        await rename_after_a_concurrent_change()
+    async with uow_factory() as uow:
+        saved = await uow.users.get("u1")
+        assert saved is not None
+        assert (saved.name, saved.version_number) == ("Ann", 1)

@@ -65,6 +65,19 @@ UPSERT_USER = (
     " ON CONFLICT (user_id) DO UPDATE"
     " SET name = excluded.name, email = excluded.email"
 )
+INSERT_USER = (
+    "INSERT INTO users (id, name, email, version_number) VALUES ($1, $2, $3, $4)"
+)
+# Optimistic concurrency, as the ORM's version_id_col does it: the row must still be
+# at the version this unit of work loaded.
+UPDATE_USER = (
+    "UPDATE users SET name = $2, email = $3, version_number = $4"
+    " WHERE id = $1 AND version_number = $5"
+)
+_SELECT_USER = "SELECT id, name, email, version_number FROM users"
+USER_BY_ID = f"{_SELECT_USER} WHERE id = $1"
+USER_BY_EMAIL = f"{_SELECT_USER} WHERE email = $1"
+USER_IDS = "SELECT id FROM users ORDER BY id"
 _UPSERT_LINE = (
     "INSERT INTO allocations_view (orderid, sku, batchref, version, allocated)"
     " VALUES ($1, $2, $3, $4, $5)"

@@ -61,7 +61,9 @@ class SqlAlchemyEventLog(AbstractEventLog):
             return
         # The aggregates' rows go first, so the append lock is held only from the
         # append to the commit.
-        await self._session.flush()
+        session = self._session
+        if session.new or session.dirty or session.deleted:
+            await session.flush()
         driver = await self._driver()
         await driver.execute(
             postgres_driver.APPEND, *postgres_driver.append_arguments(rows)

@@ -205,10 +205,16 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     async def _start(self) -> None:
         self.session = session = self._session_factory()
         driver = None
+        self._users_on_driver: repository.PostgresUserRepository | None = None
+        self.users: repository.AbstractUserRepository
         if postgres_driver.drives(session.get_bind().engine):
             driver = postgres_driver.SessionDriver(session)
+            self.users = self._users_on_driver = repository.PostgresUserRepository(
+                driver
+            )
+        else:
+            self.users = repository.SqlAlchemyUserRepository(session)
         self.products = repository.SqlAlchemyProductRepository(session)
-        self.users = repository.SqlAlchemyUserRepository(session)
         self.allocations_view = read_model.SqlAlchemyAllocationsView(session, driver)
         self.users_view = read_model.SqlAlchemyUsersView(session, driver)
         self.event_log = sql_eventlog.SqlAlchemyEventLog(session, driver)
@@ -224,8 +230,11 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             try:
                 await super().__aexit__(exc_type, exc, traceback)
             finally:
-                if self.session.in_transaction():  # else nothing holds a connection
-                    await self.session.close()
+                session = self.session
+                # Skipped when it holds neither a connection nor an object, as on
+                # PostgreSQL's hot path: a round of SQLAlchemy bookkeeping saved.
+                if session.in_transaction() or session.identity_map or session.new:
+                    await session.close()
         # Every driver error raised inside the block, by a repository or a read
         # model, is translated here, in one place.
         if exc is not None:
@@ -240,6 +249,8 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         # unless the commit fails.
         new_emails = (user.email for user in self.users.seen.values())
         with database.translated_errors(self.session.get_bind().engine.url, new_emails):
+            if self._users_on_driver is not None:
+                await self._users_on_driver.write()
             await self.event_log.append(new_events)
             if tracking is not None:
                 subscriber, message_id = tracking

@@ -1,13 +1,15 @@
 """PostgreSQL's hot path: the unit of work's transaction and statements on asyncpg.
 
-SQLAlchemy costs 200-400 µs of event-loop CPU per statement, which on PostgreSQL is
-most of a command. So the statements that every command and projection issues (the
-event-log append, tracking rows, the read models' upserts) run straight on the
-asyncpg connection, prepared once per connection, inside the unit of work's
-transaction. For that, the transaction must be open on the driver before the first
-such statement: the engine runs in autocommit mode and hooks (``install``) begin,
-commit and roll back the asyncpg transaction when SQLAlchemy does. The ORM still
-loads and flushes the aggregates, on the same connection, in the same transaction.
+SQLAlchemy costs 200-400 µs of event-loop CPU per statement and as much again per
+session transaction, which on PostgreSQL is most of a command. So a unit of work
+there checks out one connection and runs its transaction on asyncpg
+(``DriverTransaction``), and the statements every command and projection issues
+(users, the event-log append, tracking rows, the read models' upserts) go straight
+to the driver, prepared once per connection. The ORM still loads and flushes the
+products on the same connection, inside the same transaction: the engine runs in
+autocommit mode, so SQLAlchemy never begins a transaction of its own, and hooks
+(``install``) join its work to the owner's transaction, or, for SQLAlchemy used
+outside a unit of work (migrations, tests), begin and end one as SQLAlchemy says.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ if TYPE_CHECKING:
 
     import asyncpg
     from sqlalchemy.engine import Connection, Engine
-    from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
     from sqlalchemy.pool import PoolResetState
 
 # Any constant works: it names the one advisory lock that orders appends.
@@ -91,26 +93,50 @@ UPSERT_LINE_GUARDED = (
 )
 
 
-class SessionDriver:
-    """The asyncpg connection under a session's current transaction.
+class DriverTransaction:
+    """A unit of work's transaction, on its own pooled connection, run on asyncpg.
 
-    Asking for it begins the session's transaction if none is open, so a statement
-    run on it is always inside the unit of work's transaction.
+    It begins when the first statement needs it (a raw one, or SQLAlchemy's on the
+    same connection, through the hooks) and ends only by ``commit``/``rollback``:
+    SQLAlchemy's own commits and rollbacks on this connection leave it alone.
     """
 
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
-        self._transaction: object = None
-        self._connection: Any = None
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._connection = connection
+        pooled = connection.sync_connection.connection  # type: ignore[union-attr]  # just connected
+        self._driver: Any = pooled.driver_connection
+        self._transaction: Any = None
+        connection.info[_OWNER] = self
 
-    async def __call__(self) -> asyncpg.Connection[Any]:
-        current = self._session.sync_session.get_transaction()
-        if current is None or current is not self._transaction:
-            bound = await self._session.connection()
-            self._connection = bound.sync_connection.connection.driver_connection  # type: ignore[union-attr]  # open: just begun
-            self._transaction = self._session.sync_session.get_transaction()
-        connection: asyncpg.Connection[Any] = self._connection
-        return connection
+    async def connection(self) -> asyncpg.Connection[Any]:
+        """The asyncpg connection, with this transaction begun."""
+        await self.begin()
+        driver: asyncpg.Connection[Any] = self._driver
+        return driver
+
+    async def begin(self) -> None:
+        if self._transaction is None:
+            transaction = self._driver.transaction()
+            await transaction.start()
+            self._transaction = transaction
+
+    async def commit(self) -> None:
+        transaction, self._transaction = self._transaction, None
+        if transaction is not None:
+            await transaction.commit()
+
+    async def rollback(self) -> None:
+        transaction, self._transaction = self._transaction, None
+        if transaction is not None and not self._driver.is_closed():
+            await transaction.rollback()
+
+    async def release(self) -> None:
+        """Roll back what is uncommitted and hand the connection back to the pool."""
+        try:
+            await self.rollback()
+        finally:
+            self._connection.info.pop(_OWNER, None)
+            await self._connection.close()
 
 
 def install(engine: AsyncEngine) -> None:
@@ -118,7 +144,8 @@ def install(engine: AsyncEngine) -> None:
 
     The engine must be created with ``isolation_level="AUTOCOMMIT"`` (asyncpg then
     never begins a transaction for SQLAlchemy); these hooks BEGIN on the asyncpg
-    connection when SQLAlchemy begins, and COMMIT or ROLLBACK when it does.
+    connection when SQLAlchemy begins, and COMMIT or ROLLBACK when it does, except
+    on a connection a DriverTransaction owns.
     """
     sync_engine = engine.sync_engine
     event.listen(sync_engine, "begin", _begin)
@@ -128,14 +155,21 @@ def install(engine: AsyncEngine) -> None:
 
 
 def drives(engine: Engine) -> bool:
-    """Whether ``install`` hooked this engine (a SessionDriver is safe to use)."""
+    """Whether ``install`` hooked this engine (a DriverTransaction works on it)."""
     return event.contains(engine, "begin", _begin)
 
 
+# Keys in the pooled connection's info: its owning DriverTransaction, or the asyncpg
+# transaction the hooks opened for plain SQLAlchemy use.
+_OWNER = "allocation_driver_owner"
 _OPEN = "allocation_driver_transaction"
 
 
 def _begin(connection: Connection) -> None:
+    owner: DriverTransaction | None = connection.info.get(_OWNER)
+    if owner is not None:
+        await_(owner.begin())  # the ORM joins the unit of work's transaction
+        return
     level = connection.get_execution_options().get("isolation_level")
     if level == "AUTOCOMMIT":
         return  # asked for explicitly (e.g. CREATE DATABASE): no transaction
@@ -162,11 +196,14 @@ def _rollback(connection: Connection) -> None:
 
 def _reset(dbapi_connection: Any, record: Any, reset_state: PoolResetState) -> None:
     # A connection goes back to the pool with no transaction open, whatever happened.
+    owner: DriverTransaction | None = record.info.pop(_OWNER, None)
     transaction = record.info.pop(_OPEN, None)
     driver = dbapi_connection.driver_connection
     if reset_state.terminate_only or driver.is_closed():
         return
-    if transaction is not None and driver.is_in_transaction():
+    if owner is not None:
+        await_(owner.rollback())
+    elif transaction is not None and driver.is_in_transaction():
         await_(transaction.rollback())
 
 

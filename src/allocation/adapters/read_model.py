@@ -150,7 +150,9 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
     """The read model in the ``allocations_view`` table (asyncio only)."""
 
     def __init__(
-        self, session: AsyncSession, driver: postgres_driver.SessionDriver | None = None
+        self,
+        session: AsyncSession,
+        driver: postgres_driver.DriverTransaction | None = None,
     ) -> None:
         self._session = session
         # PostgreSQL's hot statements run on the driver (see postgres_driver).
@@ -192,7 +194,7 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
                 if version is None
                 else postgres_driver.UPSERT_LINE_GUARDED
             )
-            driver = await self._driver()
+            driver = await self._driver.connection()
             await driver.execute(
                 statement, orderid, sku, batchref, version or 0, allocated
             )
@@ -236,14 +238,16 @@ class SqlAlchemyUsersView(AbstractUsersView):
     """The users read model in the ``users_view`` table (asyncio only)."""
 
     def __init__(
-        self, session: AsyncSession, driver: postgres_driver.SessionDriver | None = None
+        self,
+        session: AsyncSession,
+        driver: postgres_driver.DriverTransaction | None = None,
     ) -> None:
         self._session = session
         self._driver = driver
 
     async def add(self, user_id: str, name: str, email: str) -> None:
         if self._driver is not None:
-            driver = await self._driver()
+            driver = await self._driver.connection()
             await driver.execute(postgres_driver.UPSERT_USER, user_id, name, email)
             return
         statement = _upsert_user(self._session.get_bind().dialect.name)

@@ -186,7 +186,7 @@ class PostgresUserRepository(AbstractUserRepository):
     version check the ORM mapping applies, when the unit of work commits.
     """
 
-    def __init__(self, driver: postgres_driver.SessionDriver) -> None:
+    def __init__(self, driver: postgres_driver.DriverTransaction) -> None:
         super().__init__()
         self._driver = driver
         # Users read from the database, with the version they were read at.
@@ -202,7 +202,7 @@ class PostgresUserRepository(AbstractUserRepository):
         return await self._load(postgres_driver.USER_BY_EMAIL, email)
 
     async def _load(self, query: str, key: str) -> users.User | None:
-        driver = await self._driver()
+        driver = await self._driver.connection()
         row = await driver.fetchrow(query, key)
         if row is None:
             return None
@@ -211,14 +211,14 @@ class PostgresUserRepository(AbstractUserRepository):
         return user
 
     async def all_ids(self) -> list[str]:
-        driver = await self._driver()
+        driver = await self._driver.connection()
         return [row["id"] for row in await driver.fetch(postgres_driver.USER_IDS)]
 
     async def write(self) -> None:
         """Insert the new users and update the changed ones (before the commit)."""
         if not self.seen:
             return
-        driver = await self._driver()
+        driver = await self._driver.connection()
         for user in self.seen.values():
             loaded = self._loaded_versions.get(user.id)
             if loaded is None:

@@ -42,7 +42,9 @@ class SqlAlchemyEventLog(AbstractEventLog):
     """The log, tracking and dead letters in the tables of ``orm``."""
 
     def __init__(
-        self, session: AsyncSession, driver: postgres_driver.SessionDriver | None = None
+        self,
+        session: AsyncSession,
+        driver: postgres_driver.DriverTransaction | None = None,
     ) -> None:
         self._session = session
         self._dialect = session.get_bind().dialect.name
@@ -59,12 +61,7 @@ class SqlAlchemyEventLog(AbstractEventLog):
                 await self._session.execute(text(postgres_driver.ORDER_AND_ANNOUNCE))
             await self._session.execute(insert(orm.event_log), rows)
             return
-        # The aggregates' rows go first, so the append lock is held only from the
-        # append to the commit.
-        session = self._session
-        if session.new or session.dirty or session.deleted:
-            await session.flush()
-        driver = await self._driver()
+        driver = await self._driver.connection()
         await driver.execute(
             postgres_driver.APPEND, *postgres_driver.append_arguments(rows)
         )
@@ -105,7 +102,7 @@ class SqlAlchemyEventLog(AbstractEventLog):
                     if exactly_once
                     else postgres_driver.MARK_PROCESSED_UNLESS_THERE
                 )
-                driver = await self._driver()
+                driver = await self._driver.connection()
                 await driver.execute(sql, subscriber, ids)
             return
         rows = [{"subscriber": subscriber, "message_id": mid} for mid in message_ids]

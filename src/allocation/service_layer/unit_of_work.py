@@ -9,6 +9,7 @@ import itertools
 from typing import TYPE_CHECKING, Self
 
 import anyio
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from allocation.adapters import (
     database,
@@ -194,6 +195,8 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     """A unit of work on one ``AsyncSession`` (asyncio only).
 
     Make a new one per handler call: a session must never be shared between tasks.
+    On an engine from ``database.create_engine`` for PostgreSQL, the transaction
+    runs on the driver instead and the session joins it (see ``postgres_driver``).
     """
 
     session: AsyncSession
@@ -203,16 +206,23 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self._session_factory = session_factory
 
     async def _start(self) -> None:
-        self.session = session = self._session_factory()
-        driver = None
+        engine = self._session_factory.kw.get("bind")
+        self._driver: postgres_driver.DriverTransaction | None = None
         self._users_on_driver: repository.PostgresUserRepository | None = None
         self.users: repository.AbstractUserRepository
-        if postgres_driver.drives(session.get_bind().engine):
-            driver = postgres_driver.SessionDriver(session)
+        if isinstance(engine, AsyncEngine) and postgres_driver.drives(
+            engine.sync_engine
+        ):
+            with database.translated_errors(engine.url):
+                connection = await engine.connect()
+            self._driver = driver = postgres_driver.DriverTransaction(connection)
+            self.session = session = self._session_factory(bind=connection)
             self.users = self._users_on_driver = repository.PostgresUserRepository(
                 driver
             )
         else:
+            driver = None
+            self.session = session = self._session_factory()
             self.users = repository.SqlAlchemyUserRepository(session)
         self.products = repository.SqlAlchemyProductRepository(session)
         self.allocations_view = read_model.SqlAlchemyAllocationsView(session, driver)
@@ -230,11 +240,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             try:
                 await super().__aexit__(exc_type, exc, traceback)
             finally:
-                session = self.session
-                # Skipped when it holds neither a connection nor an object, as on
-                # PostgreSQL's hot path: a round of SQLAlchemy bookkeeping saved.
-                if session.in_transaction() or session.identity_map or session.new:
-                    await session.close()
+                await self._close()
         # Every driver error raised inside the block, by a repository or a read
         # model, is translated here, in one place.
         if exc is not None:
@@ -242,13 +248,29 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             if ours is not exc:
                 raise ours from exc
 
+    async def _close(self) -> None:
+        session = self.session
+        # Skipped when it holds neither a connection nor an object: a round of
+        # SQLAlchemy bookkeeping saved on every command.
+        if session.in_transaction() or session.identity_map or session.new:
+            await session.close()
+        if self._driver is not None:
+            await self._driver.release()
+
     async def _commit(
         self, new_events: list[eventlog.NewEvent], tracking: tuple[str, str] | None
     ) -> None:
         # Both arguments are lazy (a URL object, a generator): they cost nothing
         # unless the commit fails.
         new_emails = (user.email for user in self.users.seen.values())
-        with database.translated_errors(self.session.get_bind().engine.url, new_emails):
+        session = self.session
+        with database.translated_errors(session.get_bind().engine.url, new_emails):
+            if self._driver is not None and (
+                session.new or session.dirty or session.deleted
+            ):
+                # The aggregates' rows go first, so the append lock is held only
+                # from the append to the commit.
+                await session.flush()
             if self._users_on_driver is not None:
                 await self._users_on_driver.write()
             await self.event_log.append(new_events)
@@ -257,13 +279,19 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 await self.event_log.mark_processed(
                     subscriber, [message_id], exactly_once=True
                 )
-            await self.session.commit()
+            if self._driver is not None:
+                await self._driver.commit()
+            if session.in_transaction():
+                # On the driver path, only the session's bookkeeping: the
+                # transaction itself is already committed.
+                await session.commit()
 
     async def _rollback(self) -> None:
-        if not self.session.in_transaction():
-            return  # committed, or never began: a round trip saved per command
         with database.translated_errors(self.session.get_bind().engine.url):
-            await self.session.rollback()
+            if self._driver is not None:
+                await self._driver.rollback()
+            if self.session.in_transaction():
+                await self.session.rollback()
 
     @property
     def _url(self) -> str:

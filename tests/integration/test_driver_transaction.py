@@ -12,6 +12,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from allocation.adapters import database, postgres_driver
+from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.domain import users
 from allocation.domain.exceptions import EmailAlreadyRegistered
 from allocation.service_layer.unit_of_work import SqlAlchemyUnitOfWork
@@ -150,3 +151,38 @@ async def test_an_engine_built_elsewhere_still_logs_in_the_same_transaction(
         assert [entry.aggregate_id for entry in logged] == [user_id]
     finally:
         await plain.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_connection_lost_mid_transaction_is_not_handed_out_again(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the driver transaction is PostgreSQL's")
+    single = database.create_engine(database_url, pool_size=1)
+    try:
+        factory = async_sessionmaker(single, class_=AsyncSession)
+
+        async def write_while_the_server_drops_us() -> None:
+            async with SqlAlchemyUnitOfWork(factory) as uow:
+                await uow.users_view.add(str(uuid.uuid4()), "Ivan", "i@example.com")
+                async with engine.connect() as admin:
+                    await admin.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                            " WHERE datname = current_database()"
+                            " AND state = 'idle in transaction'"
+                        )
+                    )
+                await uow.commit()
+
+        with pytest.raises(DatabaseUnavailable):
+            await write_while_the_server_drops_us()
+        # The one pooled connection was dead; the next unit of work gets a new one.
+        kept = str(uuid.uuid4())
+        async with SqlAlchemyUnitOfWork(factory) as uow:
+            await uow.users_view.add(kept, "Olga", "o@example.com")
+            await uow.commit()
+        assert await _user_ids(engine) == {kept}
+    finally:
+        await single.dispose()

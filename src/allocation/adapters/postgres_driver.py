@@ -136,7 +136,12 @@ class DriverTransaction:
             await self.rollback()
         finally:
             self._connection.info.pop(_OWNER, None)
-            await self._connection.close()
+            if self._driver.is_closed():
+                # Lost under a raw statement, which SQLAlchemy never saw fail: the
+                # pool must not hand this connection out again.
+                await self._connection.invalidate()
+            else:
+                await self._connection.close()
 
 
 def install(engine: AsyncEngine) -> None:

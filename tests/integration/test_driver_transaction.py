@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_asyn
 
 from allocation.adapters import database, postgres_driver
 from allocation.adapters.exceptions import DatabaseUnavailable
-from allocation.domain import users
+from allocation.domain import model, users
 from allocation.domain.exceptions import EmailAlreadyRegistered
 from allocation.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
@@ -186,3 +186,28 @@ async def test_a_connection_lost_mid_transaction_is_not_handed_out_again(
         assert await _user_ids(engine) == {kept}
     finally:
         await single.dispose()
+
+
+async def test_orm_and_driver_writes_share_one_transaction(
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork], engine: AsyncEngine
+) -> None:
+    dropped_user, dropped_sku = str(uuid.uuid4()), f"sku-{uuid.uuid4().hex[:8]}"
+
+    async def both_then_fail() -> None:
+        async with uow_factory() as uow:
+            uow.products.add(model.Product(dropped_sku))
+            await uow.session.flush()  # the ORM's INSERT begins the transaction
+            await uow.users_view.add(dropped_user, "Ivan", "i@example.com")
+            raise RuntimeError("the handler failed after both writes")
+
+    with pytest.raises(RuntimeError):
+        await both_then_fail()
+    kept_user, kept_sku = str(uuid.uuid4()), f"sku-{uuid.uuid4().hex[:8]}"
+    async with uow_factory() as uow:
+        await uow.users_view.add(kept_user, "Olga", "o@example.com")
+        uow.products.add(model.Product(kept_sku))  # the driver first this time
+        await uow.commit()
+    assert await _user_ids(engine) == {kept_user}
+    async with engine.connect() as connection:
+        skus = await connection.execute(text("SELECT sku FROM products"))
+        assert {row[0] for row in skus} == {kept_sku}

@@ -125,7 +125,11 @@ def _reset_sqlite_connection(
 
 
 # What the raw asyncpg statements of postgres_driver raise, unwrapped by SQLAlchemy.
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
 
 
 @contextlib.contextmanager
@@ -163,7 +167,9 @@ def translate(
         if _is_retryable(cause):
             return ConcurrencyConflict("database", str(cause))
         return DatabaseUnavailable(_safe(url), _first_line(cause))
-    if isinstance(error, (OSError, asyncpg.InterfaceError)):
+    if isinstance(
+        error, (OSError, asyncpg.InterfaceError, asyncpg.InternalClientError)
+    ):
         return DatabaseUnavailable(_safe(url), str(error) or type(error).__name__)
     return error
 

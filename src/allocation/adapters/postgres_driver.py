@@ -17,13 +17,13 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+import asyncpg
 from sqlalchemy import event
 from sqlalchemy.util import await_
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Awaitable, Sequence
 
-    import asyncpg
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
     from sqlalchemy.pool import PoolResetState
@@ -106,6 +106,9 @@ class DriverTransaction:
         pooled = connection.sync_connection.connection  # type: ignore[union-attr]  # just connected
         self._driver: Any = pooled.driver_connection
         self._transaction: Any = None
+        # False once BEGIN, COMMIT or ROLLBACK failed other than by the server's
+        # refusal: the connection's state is then unknown.
+        self._trusted = True
         connection.info[_OWNER] = self
 
     async def connection(self) -> asyncpg.Connection[Any]:
@@ -117,31 +120,42 @@ class DriverTransaction:
     async def begin(self) -> None:
         if self._transaction is None:
             transaction = self._driver.transaction()
-            await transaction.start()
+            await self._watched(transaction.start())
             self._transaction = transaction
 
     async def commit(self) -> None:
         transaction, self._transaction = self._transaction, None
         if transaction is not None:
-            await transaction.commit()
+            await self._watched(transaction.commit())
 
     async def rollback(self) -> None:
         transaction, self._transaction = self._transaction, None
         if transaction is not None and not self._driver.is_closed():
-            await transaction.rollback()
+            await self._watched(transaction.rollback())
 
     async def release(self) -> None:
         """Roll back what is uncommitted and hand the connection back to the pool."""
         try:
             await self.rollback()
+        except Exception:  # noqa: BLE001 - a broken connection: its transaction dies with it
+            self._trusted = False
         finally:
             self._connection.info.pop(_OWNER, None)
-            if self._driver.is_closed():
-                # Lost under a raw statement, which SQLAlchemy never saw fail: the
-                # pool must not hand this connection out again.
+            if not self._trusted or self._driver.is_closed():
+                # Lost or confused under the driver, where SQLAlchemy never saw it
+                # fail: the pool must not hand this connection out again.
                 await self._connection.invalidate()
             else:
                 await self._connection.close()
+
+    async def _watched(self, operation: Awaitable[Any]) -> None:
+        try:
+            await operation
+        except asyncpg.PostgresError:
+            raise  # the server answered: the connection itself is fine
+        except BaseException:
+            self._trusted = False
+            raise
 
 
 def install(engine: AsyncEngine) -> None:

@@ -65,6 +65,25 @@ async def test_the_relay_writes_one_entry_per_event_in_log_order(
     assert len({entry["message_id"] for entry in entries}) == 2
 
 
+async def test_entries_carry_the_same_payload_text_on_every_database(
+    bus: MessageBus, stream: tuple[redis.Redis, str]
+) -> None:
+    # On PostgreSQL the relay publishes the stored JSON as it is; on SQLite it
+    # serialises the event again. Consumers must not be able to tell.
+    client, name = stream
+    user_id = await services.register_user(bus, "Иван", "ivan@example.com")
+    publisher = RedisStreamsPublisher(REDIS_URL, name)
+    try:
+        assert await relay.relay_once(bus, publisher) == 1
+    finally:
+        await publisher.aclose()
+    [(_, entry)] = await client.xrange(name)
+    assert entry["payload"] == json.dumps(
+        {"user_id": user_id, "name": "Иван", "email": "ivan@example.com"},
+        ensure_ascii=False,
+    )
+
+
 async def test_an_unreachable_broker_is_a_clear_error(bus: MessageBus) -> None:
     await services.add_batch(bus, "b1", "LAMP", 10)
     publisher = RedisStreamsPublisher("redis://127.0.0.1:1/0", "nowhere")

@@ -40,7 +40,11 @@ def entry_fields(logged: LoggedEvent) -> dict[str, str]:
         "occurred_at": logged.occurred_at.isoformat(),
         "correlation_id": event.correlation_id or "",
         "causation_id": event.causation_id or "",
-        "payload": json.dumps(event.to_payload(), ensure_ascii=False),
+        "payload": (
+            logged.payload_json
+            if logged.payload_json is not None
+            else json.dumps(event.to_payload(), ensure_ascii=False)
+        ),
     }
 
 

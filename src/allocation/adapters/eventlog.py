@@ -35,6 +35,9 @@ class LoggedEvent:
     aggregate_id: str
     aggregate_version: int
     occurred_at: datetime.datetime
+    # The payload's JSON as stored, when the adapter has it at hand: publishing it
+    # as it is saves serialising the event again.
+    payload_json: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

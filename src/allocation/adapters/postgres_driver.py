@@ -67,6 +67,16 @@ UPSERT_USER = (
     " ON CONFLICT (user_id) DO UPDATE"
     " SET name = excluded.name, email = excluded.email"
 )
+_READ_LOG = (
+    "SELECT position, message_id, aggregate_type, aggregate_id, aggregate_version,"
+    " name, payload::text AS payload, occurred_at, correlation_id, causation_id"
+    " FROM event_log"
+)
+READ_LOG = f"{_READ_LOG} WHERE position > $1 ORDER BY position LIMIT $2"
+READ_LOG_NAMED = (
+    f"{_READ_LOG} WHERE position > $1 AND name = ANY($3::varchar[])"
+    " ORDER BY position LIMIT $2"
+)
 INSERT_USER = (
     "INSERT INTO users (id, name, email, version_number) VALUES ($1, $2, $3, $4)"
 )
@@ -240,5 +250,6 @@ def append_arguments(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
         "causation_id",
     )
     arrays: list[list[Any]] = [[row[column] for row in rows] for column in columns]
-    arrays[5] = [json.dumps(payload) for payload in arrays[5]]
+    # As the relay publishes it: UTF-8 as it is, no \u escapes.
+    arrays[5] = [json.dumps(payload, ensure_ascii=False) for payload in arrays[5]]
     return arrays

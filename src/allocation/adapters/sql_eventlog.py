@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import functools
+import json
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, func, insert, select, text, update
@@ -69,6 +70,15 @@ class SqlAlchemyEventLog(AbstractEventLog):
     async def read(
         self, *, after: int, names: Collection[str] | None = None, limit: int = 500
     ) -> list[LoggedEvent]:
+        if self._driver is not None:
+            driver = await self._driver.connection()
+            if names is None:
+                records = await driver.fetch(postgres_driver.READ_LOG, after, limit)
+            else:
+                records = await driver.fetch(
+                    postgres_driver.READ_LOG_NAMED, after, limit, list(names)
+                )
+            return [_logged_from_driver(record) for record in records]
         log = orm.event_log
         query = select(log).where(log.c.position > after)
         if names is not None:
@@ -247,6 +257,28 @@ def _logged(row: Row[Any]) -> LoggedEvent:
         aggregate_id=row.aggregate_id,
         aggregate_version=row.aggregate_version,
         occurred_at=_aware(row.occurred_at),
+    )
+
+
+def _logged_from_driver(record: Any) -> LoggedEvent:
+    # The payload is read as text (the query casts it), which is also what the relay
+    # publishes.
+    payload_json = record["payload"]
+    return LoggedEvent(
+        position=record["position"],
+        event=rebuild_event(
+            record["name"],
+            json.loads(payload_json),
+            record["message_id"],
+            record["correlation_id"],
+            record["causation_id"],
+            record["aggregate_version"],
+        ),
+        aggregate_type=record["aggregate_type"],
+        aggregate_id=record["aggregate_id"],
+        aggregate_version=record["aggregate_version"],
+        occurred_at=record["occurred_at"],
+        payload_json=payload_json,
     )
 
 

@@ -13,7 +13,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import config
-from allocation.adapters import database, migrations, orm
+from allocation.adapters import database, log_listener, migrations, orm
 from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
 from allocation.adapters.console import AbstractConsole, StdoutConsole
 from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
@@ -152,9 +152,14 @@ def _start_broker_work(
     settings: config.Settings,
     broker_url: str,
 ) -> None:
-    """The outbox relay and the command consumer, as background tasks."""
+    """The outbox relay (woken by commits where the database tells of them) and the
+    command consumer, as background tasks."""
     publisher = RedisStreamsPublisher(broker_url, settings.broker_stream)
     stack.push_async_callback(publisher.aclose)
+    wake_up = relay_service.WakeUp()
+    listener = log_listener.for_database(settings.database_url)
+    if listener is not None:
+        task_group.start_soon(relay_service.keep_listening, listener, wake_up)
     task_group.start_soon(
         functools.partial(
             relay_service.keep_relaying,
@@ -162,6 +167,7 @@ def _start_broker_work(
             publisher,
             interval=settings.relay_interval,
             batch_size=settings.relay_batch,
+            wake_up=wake_up,
         )
     )
     commands_in = RedisCommandStream(

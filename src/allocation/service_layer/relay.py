@@ -4,12 +4,16 @@ The log is the outbox: events are in it the moment their change commits. The rel
 reads it from its checkpoint in batches, publishes a batch, then moves the
 checkpoint. A crash between the two publishes that batch again, so consumers must
 drop duplicates by message id; nothing is ever skipped.
+
+Where the database can say that new events were committed (PostgreSQL), a listener
+wakes the relay at once; the relay still polls, as the safety net for notices that
+never came (a lost connection, a database that sends none).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
@@ -17,6 +21,8 @@ from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailabl
 from allocation.service_layer.backoff import Outage
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from allocation.adapters.broker import AbstractPublisher
     from allocation.service_layer.messagebus import MessageBus
 
@@ -25,29 +31,106 @@ logger = logging.getLogger(__name__)
 RELAY = "relay:broker"
 
 
+class WakeUp:
+    """Tells the relay that new events may be waiting; rings coalesce.
+
+    Any number of rings before one is taken count as one, so a burst of commits
+    during a relay pass costs one more pass, not one per commit.
+    """
+
+    def __init__(self) -> None:
+        self._rung = anyio.Event()
+
+    def ring(self) -> None:
+        """Say that new events may be waiting (safe from a driver's callback)."""
+        self._rung.set()
+
+    async def rung_within(self, seconds: float) -> bool:
+        """Wait at most ``seconds`` for a ring since the last one was taken; say if
+        one came, and take it."""
+        with anyio.move_on_after(seconds):
+            await self._rung.wait()
+        return self.take_ring()
+
+    def take_ring(self) -> bool:
+        """Take the ring that came since the last one was taken, if any.
+
+        A ring is taken before the pass it causes, so one that arrives during that
+        pass is there for the next check.
+        """
+        if not self._rung.is_set():
+            return False
+        self._rung = anyio.Event()
+        return True
+
+
+class LogListener(Protocol):
+    """Port: hears that events were committed to the log, while it stays connected."""
+
+    async def listen(self, heard: Callable[[], None]) -> None:
+        """Call ``heard`` once listening and on every commit notice after.
+
+        The first call covers whatever was committed before listening began. Never
+        returns: raises DatabaseUnavailable when the connection fails or is lost.
+        """
+        ...
+
+
 async def relay_once(
     bus: MessageBus, publisher: AbstractPublisher, *, batch_size: int = 500
 ) -> int:
     """Publish everything logged since the checkpoint; return how many events."""
-    published = 0
+    return await _relay_if_ours(bus, publisher, batch_size) or 0
+
+
+async def _relay_if_ours(
+    bus: MessageBus,
+    publisher: AbstractPublisher,
+    batch_size: int,
+    again: Callable[[], bool] = lambda: False,
+) -> int | None:
+    """Like relay_once, but None when another worker relays. While ``again()``
+    says more may be waiting, pass again without letting go of the lock: the
+    checkpoint is ours meanwhile, so it need not be read again either."""
     async with bus.locks.hold(RELAY) as held:
         if not held:
-            return 0  # another worker relays
-        async with bus.uow_factory() as uow:
+            return None
+        checkpoint, published = await _publish_since(bus, publisher, None, batch_size)
+        while again():
+            checkpoint, more = await _publish_since(
+                bus, publisher, checkpoint, batch_size
+            )
+            published += more
+        return published
+
+
+async def _publish_since(
+    bus: MessageBus,
+    publisher: AbstractPublisher,
+    checkpoint: int | None,
+    batch_size: int,
+) -> tuple[int, int]:
+    """Publish what follows ``checkpoint`` (None: the stored one), moving it on.
+
+    Returns the new checkpoint and how many events were published.
+    """
+    async with bus.uow_factory() as uow:
+        if checkpoint is None:
             checkpoint = await uow.event_log.checkpoint(RELAY) or 0
-        while True:
-            async with bus.uow_factory() as uow:
-                batch = await uow.event_log.read(after=checkpoint, limit=batch_size)
-            if not batch:
-                return published
-            await publisher.publish(batch)
-            checkpoint = batch[-1].position
-            async with bus.uow_factory() as uow:
-                await uow.event_log.set_checkpoint(RELAY, checkpoint)
-                await uow.commit()
-            published += len(batch)
-            if len(batch) < batch_size:
-                return published
+        batch = await uow.event_log.read(after=checkpoint, limit=batch_size)
+    published = 0
+    while batch:
+        await publisher.publish(batch)
+        checkpoint = batch[-1].position
+        async with bus.uow_factory() as uow:
+            await uow.event_log.set_checkpoint(RELAY, checkpoint)
+            await uow.commit()
+        published += len(batch)
+        if len(batch) < batch_size:
+            break
+        async with bus.uow_factory() as uow:
+            batch = await uow.event_log.read(after=checkpoint, limit=batch_size)
+    return checkpoint, published
 
 
 async def keep_relaying(
@@ -57,14 +140,21 @@ async def keep_relaying(
     interval: float = 0.1,
     batch_size: int = 500,
     max_backoff: float = 5.0,
+    wake_up: WakeUp | None = None,
 ) -> None:
-    """Relay until cancelled; while the broker or the database is down, back off
-    and log once. Nothing ends the loop but cancellation: a worker must outlive an
-    outage."""
+    """Relay until cancelled: a pass whenever ``wake_up`` rings, and one every
+    ``interval`` seconds regardless. While the broker or the database is down, back
+    off and log once. Nothing ends the loop but cancellation: a worker must outlive
+    an outage."""
     outage = Outage(logger, "relay", first=interval, longest=max_backoff)
     while True:
+        # Rings that come during a pass are answered under the same lock, for up
+        # to ``interval``: under a steady stream of commits, that saves taking the
+        # lock and reading the checkpoint on every pass, yet lets a standby worker
+        # at the lock as often as polling would.
+        rung_meanwhile = _rings_taken_for(wake_up, interval)
         try:
-            await relay_once(bus, publisher, batch_size=batch_size)
+            relayed = await _relay_if_ours(bus, publisher, batch_size, rung_meanwhile)
         except (BrokerUnavailable, DatabaseUnavailable) as error:
             await anyio.sleep(outage.failed(error))
             continue
@@ -73,4 +163,45 @@ async def keep_relaying(
             await anyio.sleep(outage.failed(error))
             continue
         outage.succeeded()
-        await anyio.sleep(interval)
+        if wake_up is None or relayed is None:
+            # A worker on standby polls: answering every commit would only send
+            # it to the relay lock again and again while another worker relays.
+            await anyio.sleep(interval)
+        else:
+            await wake_up.rung_within(interval)
+
+
+def _rings_taken_for(wake_up: WakeUp | None, seconds: float) -> Callable[[], bool]:
+    """Takes a ring of ``wake_up`` if one came, for the next ``seconds``; then no."""
+    if wake_up is None:
+        return lambda: False
+    until = anyio.current_time() + seconds
+    return lambda: anyio.current_time() < until and wake_up.take_ring()
+
+
+async def keep_listening(
+    listener: LogListener,
+    wake_up: WakeUp,
+    *,
+    first_backoff: float = 0.1,
+    max_backoff: float = 5.0,
+) -> None:
+    """Ring ``wake_up`` whenever ``listener`` hears of a commit, until cancelled.
+
+    A lost connection is opened again with back-off, logged once when it goes and
+    once when it is back; meanwhile the relay's poll carries on alone.
+    """
+    outage = Outage(logger, "relay wake-ups", first=first_backoff, longest=max_backoff)
+
+    def heard() -> None:
+        outage.succeeded()
+        wake_up.ring()
+
+    while True:
+        try:
+            await listener.listen(heard)
+        except DatabaseUnavailable as error:
+            await anyio.sleep(outage.failed(error))
+        except Exception as error:  # a background loop's boundary: log, retry
+            logger.exception("relay wake-up listener failed")
+            await anyio.sleep(outage.failed(error))

@@ -368,3 +368,26 @@ async def test_a_reader_never_skips_an_event_committed_late(
         }
     assert order == ["slow committed", "fast committed"]
     assert positions["slow"] < positions["fast"]
+
+
+async def test_a_unit_of_work_reads_its_own_appends_and_nothing_of_a_rollback(
+    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+) -> None:
+    # On PostgreSQL, reads before the first write run without a transaction: the
+    # reads after it must still run inside it.
+    sku = random_sku()
+    async with uow_factory() as uow:
+        assert await uow.event_log.read(after=0) == []
+        await uow.event_log.append(
+            [
+                NewEvent(
+                    events.OutOfStock(sku=sku, orderid="o", qty=1), "product", sku, 1
+                )
+            ]
+        )
+        mine = await uow.event_log.read(after=0)
+        assert [entry.aggregate_id for entry in mine] == [sku]
+        # Leaving without a commit.
+    async with uow_factory() as uow:
+        assert await uow.event_log.read(after=0) == []
+        assert await uow.event_log.checkpoint("relay:broker") is None

@@ -9,6 +9,7 @@ import anyio
 import pytest
 
 from allocation.adapters import database
+from allocation.adapters import locks as locks_module
 from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ async def test_one_worker_at_a_time_holds_a_subscriber(
 _HOLDER = """
 import sys, anyio
 from allocation.adapters import database
+from allocation.adapters import locks as locks_module
 from allocation.adapters.locks import PostgresSubscriberLocks
 
 async def main():
@@ -82,3 +84,29 @@ async def test_one_pass_at_a_time_within_a_process() -> None:
     locks = SubscriberLocks()
     async with locks.hold("send_coupon") as first, locks.hold("send_coupon") as second:
         assert (first, second) == (True, False)
+
+
+@pytest.mark.postgres
+async def test_a_lock_whose_release_fails_does_not_stay_held_in_the_pool(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """If the unlock cannot run, the connection is discarded, never pooled with the
+    lock still held (which would block every worker for good)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's; SQLite serves one process")
+    single = database.create_engine(database_url, pool_size=1)
+    original_unlock = locks_module._unlock
+
+    async def refusing_unlock(driver: object, key: int) -> bool:
+        return False  # as when the unlock statement itself failed
+
+    try:
+        locks_module._unlock = refusing_unlock  # type: ignore[assignment]  # the fault injected
+        async with PostgresSubscriberLocks(single).hold("relay:broker") as held:
+            assert held
+        locks_module._unlock = original_unlock  # type: ignore[assignment]  # restored
+        async with PostgresSubscriberLocks(engine).hold("relay:broker") as held:
+            assert held
+    finally:
+        locks_module._unlock = original_unlock  # type: ignore[assignment]  # restored
+        await single.dispose()

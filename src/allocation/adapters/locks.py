@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
-from sqlalchemy import text
+import asyncpg
+
+from allocation.adapters import database
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -57,20 +59,50 @@ class PostgresSubscriberLocks(SubscriberLocks):
                 yield False
                 return
             key = _lock_key(subscriber)
-            async with self._engine.connect() as connection:
-                taken = await connection.scalar(
-                    text("SELECT pg_try_advisory_lock(:key)"), {"key": key}
-                )
-                await connection.commit()
+            url = self._engine.url
+            with database.translated_errors(url):
+                connection = await self._engine.connect()
+            # Straight on the driver, outside any transaction: a session lock needs
+            # none, and the relay takes this lock on every pass.
+            driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]  # just connected
+            released = True
+            try:
+                with database.translated_errors(url):
+                    taken = await driver.fetchval(_TRY_LOCK, key)
                 try:
                     yield bool(taken)
                 finally:
                     if taken:
                         with anyio.CancelScope(shield=True):
-                            await connection.execute(
-                                text("SELECT pg_advisory_unlock(:key)"), {"key": key}
-                            )
-                            await connection.commit()
+                            released = await _unlock(driver, key)
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if released:
+                        await connection.close()
+                    else:
+                        # Closing the connection at the server is what frees a
+                        # session lock that could not be released.
+                        await connection.invalidate()
+
+
+_TRY_LOCK = "SELECT pg_try_advisory_lock($1)"
+
+
+async def _unlock(driver: Any, key: int) -> bool:
+    """Release the lock; False when the connection must be discarded to free it."""
+    if driver.is_closed():
+        return False  # the server dropped the lock with the connection
+    try:
+        await driver.execute("SELECT pg_advisory_unlock($1)", key)
+    except (
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        asyncpg.InternalClientError,
+        OSError,
+    ) as error:
+        logger.warning("could not release the advisory lock %d: %s", key, error)
+        return False
+    return True
 
 
 def _lock_key(subscriber: str) -> int:

@@ -77,6 +77,7 @@ READ_LOG_NAMED = (
     f"{_READ_LOG} WHERE position > $1 AND name = ANY($3::varchar[])"
     " ORDER BY position LIMIT $2"
 )
+CHECKPOINT = "SELECT position FROM subscriber_checkpoints WHERE subscriber = $1"
 INSERT_USER = (
     "INSERT INTO users (id, name, email, version_number) VALUES ($1, $2, $3, $4)"
 )
@@ -124,6 +125,16 @@ class DriverTransaction:
     async def connection(self) -> asyncpg.Connection[Any]:
         """The asyncpg connection, with this transaction begun."""
         await self.begin()
+        driver: asyncpg.Connection[Any] = self._driver
+        return driver
+
+    async def reader(self) -> asyncpg.Connection[Any]:
+        """The asyncpg connection for a read, without beginning a transaction.
+
+        Under READ COMMITTED every statement takes its own snapshot anyway, so a read
+        before the first write needs no BEGIN (and no ROLLBACK after it); once the
+        transaction is open, reads run in it and see its writes.
+        """
         driver: asyncpg.Connection[Any] = self._driver
         return driver
 

@@ -202,7 +202,7 @@ class PostgresUserRepository(AbstractUserRepository):
         return await self._load(postgres_driver.USER_BY_EMAIL, email)
 
     async def _load(self, query: str, key: str) -> users.User | None:
-        driver = await self._driver.connection()
+        driver = await self._driver.reader()
         row = await driver.fetchrow(query, key)
         if row is None:
             return None
@@ -211,7 +211,7 @@ class PostgresUserRepository(AbstractUserRepository):
         return user
 
     async def all_ids(self) -> list[str]:
-        driver = await self._driver.connection()
+        driver = await self._driver.reader()
         return [row["id"] for row in await driver.fetch(postgres_driver.USER_IDS)]
 
     async def write(self) -> None:

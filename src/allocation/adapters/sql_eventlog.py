@@ -71,7 +71,7 @@ class SqlAlchemyEventLog(AbstractEventLog):
         self, *, after: int, names: Collection[str] | None = None, limit: int = 500
     ) -> list[LoggedEvent]:
         if self._driver is not None:
-            driver = await self._driver.connection()
+            driver = await self._driver.reader()
             if names is None:
                 records = await driver.fetch(postgres_driver.READ_LOG, after, limit)
             else:
@@ -140,6 +140,10 @@ class SqlAlchemyEventLog(AbstractEventLog):
         return set(found)
 
     async def checkpoint(self, subscriber: str) -> int | None:
+        if self._driver is not None:
+            driver = await self._driver.reader()
+            found = await driver.fetchval(postgres_driver.CHECKPOINT, subscriber)
+            return None if found is None else int(found)
         table = orm.subscriber_checkpoints
         position = await self._session.scalar(
             select(table.c.position).where(table.c.subscriber == subscriber)

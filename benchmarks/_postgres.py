@@ -1,4 +1,4 @@
-"""Shared helpers for the PostgreSQL benchmarks: a fresh migrated ``allocation_bench``.
+"""Shared helpers for the PostgreSQL benchmarks: a fresh migrated ``allocation_bench_*``.
 
 The server is the one in ``BENCH_POSTGRES`` (default: trust auth as ``postgres`` on
 127.0.0.1:5432). The database is dropped and created again at the start of each run.
@@ -13,14 +13,16 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from allocation.adapters import database, migrations
 
 SERVER = os.environ.get("BENCH_POSTGRES", "postgres@127.0.0.1:5432")
-DATABASE = "allocation_bench"
+# One database per benchmark process: two benchmarks run at once must not drop each
+# other's (BENCH_DATABASE names it otherwise).
+DATABASE = os.environ.get("BENCH_DATABASE", f"allocation_bench_{os.getpid()}")
 URL = f"postgresql+asyncpg://{SERVER}/{DATABASE}"
 # What asyncpg itself takes: the same server and database, no driver suffix.
 DSN = f"postgresql://{SERVER}/{DATABASE}"
 
 
 async def fresh_database() -> str:
-    """Drop and create ``allocation_bench``, bring it to head; return its URL."""
+    """Drop and create this process's database, bring it to head; return its URL."""
     admin = create_async_engine(
         f"postgresql+asyncpg://{SERVER}/postgres", isolation_level="AUTOCOMMIT"
     )
@@ -41,7 +43,7 @@ async def fresh_database() -> str:
 
 
 async def drop_database() -> None:
-    """Remove ``allocation_bench`` (the end of a run)."""
+    """Remove this process's database (the end of a run)."""
     admin = create_async_engine(
         f"postgresql+asyncpg://{SERVER}/postgres", isolation_level="AUTOCOMMIT"
     )

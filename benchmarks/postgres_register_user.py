@@ -3,7 +3,7 @@ append lock, and raw asyncpg issuing the same statements, in alternating blocks.
 
 Ours: ``services.register_user`` through ``bootstrap`` (catch-up off, a pool of N
 connections: ``ALLOCATION_DATABASE_POOL_SIZE``) on a freshly migrated
-``allocation_bench`` database, welcome email, log line and coupon going to fakes. N
+``allocation_bench_<pid>`` database, welcome email, log line and coupon going to fakes. N
 tasks in a task group share each block's operations. Every op is two transactions:
 
 1. BEGIN; INSERT users (the ORM's flush); the event-log append: one statement that

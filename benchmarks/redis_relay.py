@@ -1,7 +1,7 @@
 """The outbox relay to Redis Streams on PostgreSQL: throughput, and commit-to-consumer
 latency at a steady rate.
 
-Throughput: N Allocated events are appended to a freshly migrated ``allocation_bench``
+Throughput: N Allocated events are appended to a freshly migrated ``allocation_bench_<pid>``
 database through units of work and never delivered. Then, in alternating runs:
 
 - ours: ``relay.relay_once(bus, RedisStreamsPublisher(url, stream), batch_size=500)``

@@ -6,6 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 import pytest
+import redis.asyncio as redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
     from allocation.service_layer.messagebus import MessageBus
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 
 @pytest.fixture(scope="session")
@@ -125,3 +127,18 @@ async def bus(
         settings=settings, notifications=notifications, console=console
     ) as bus:
         yield bus
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[redis.Redis]:
+    """A client of the test Redis (``TEST_REDIS_URL``), answering in str."""
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    try:
+        await client.ping()
+    except (redis.ConnectionError, OSError) as error:
+        await client.aclose()
+        service_missing(f"Redis at {REDIS_URL} does not answer: {error}")
+    try:
+        yield client
+    finally:
+        await client.aclose()

@@ -4,42 +4,35 @@ from __future__ import annotations
 
 import datetime
 import json
-import os
 import re
 import uuid
 from typing import TYPE_CHECKING
 
 import pytest
-import redis.asyncio as redis
 
 from allocation import views
 from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
 from allocation.adapters.exceptions import BrokerUnavailable
 from allocation.service_layer import consumer, relay, services
-from tests.conftest import service_missing
+from tests.integration.conftest import REDIS_URL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from allocation.service_layer.messagebus import MessageBus
+    import redis.asyncio as redis
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    from allocation.service_layer.messagebus import MessageBus
 
 
 @pytest.fixture
-async def stream() -> AsyncIterator[tuple[redis.Redis, str]]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await client.ping()
-    except (redis.ConnectionError, OSError) as error:
-        await client.aclose()
-        service_missing(f"Redis at {REDIS_URL} does not answer: {error}")
+async def stream(
+    redis_client: redis.Redis,
+) -> AsyncIterator[tuple[redis.Redis, str]]:
     name = f"test:events:{uuid.uuid4().hex[:8]}"
     try:
-        yield client, name
+        yield redis_client, name
     finally:
-        await client.delete(name)
-        await client.aclose()
+        await redis_client.delete(name)
 
 
 async def test_the_relay_writes_one_entry_per_event_in_log_order(

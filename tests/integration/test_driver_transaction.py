@@ -18,9 +18,23 @@ from allocation.domain.exceptions import EmailAlreadyRegistered
 from allocation.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator, Callable
 
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+
+@pytest.fixture
+async def one_connection(
+    database_url: str, engine: AsyncEngine
+) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    """Sessions on an engine whose pool holds a single connection (PostgreSQL)."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the driver transaction is PostgreSQL's")
+    single = database.create_engine(database_url, pool_size=1)
+    try:
+        yield async_sessionmaker(single, class_=AsyncSession)
+    finally:
+        await single.dispose()
 
 
 async def _user_ids(engine: AsyncEngine) -> set[str]:
@@ -92,32 +106,26 @@ async def test_a_user_and_its_event_commit_together_or_not_at_all(
 
 @pytest.mark.postgres
 async def test_a_cancelled_unit_of_work_hands_its_connection_back_clean(
-    database_url: str, engine: AsyncEngine
+    one_connection: async_sessionmaker[AsyncSession], engine: AsyncEngine
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("the driver transaction is PostgreSQL's")
-    single = database.create_engine(database_url, pool_size=1)
-    try:
-        factory = async_sessionmaker(single, class_=AsyncSession)
-        started = anyio.Event()
+    started = anyio.Event()
 
-        async def write_then_hang() -> None:
-            async with SqlAlchemyUnitOfWork(factory) as uow:
-                await uow.users_view.add(str(uuid.uuid4()), "Ivan", "i@example.com")
-                started.set()
-                await anyio.sleep_forever()
+    async def write_then_hang() -> None:
+        async with SqlAlchemyUnitOfWork(one_connection) as uow:
+            await uow.users_view.add(str(uuid.uuid4()), "Ivan", "i@example.com")
+            started.set()
+            await anyio.sleep_forever()
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(write_then_hang)
-            await started.wait()
-            group.cancel_scope.cancel()
-        async with single.connect() as connection:
-            driver = (await connection.get_raw_connection()).driver_connection
-            assert driver is not None
-            assert not driver.is_in_transaction()
-        assert await _user_ids(engine) == set()
-    finally:
-        await single.dispose()
+    async with anyio.create_task_group() as group:
+        group.start_soon(write_then_hang)
+        await started.wait()
+        group.cancel_scope.cancel()
+    single: AsyncEngine = one_connection.kw["bind"]
+    async with single.connect() as connection:
+        driver = (await connection.get_raw_connection()).driver_connection
+        assert driver is not None
+        assert not driver.is_in_transaction()
+    assert await _user_ids(engine) == set()
 
 
 @pytest.mark.postgres
@@ -155,37 +163,29 @@ async def test_an_engine_built_elsewhere_still_logs_in_the_same_transaction(
 
 @pytest.mark.postgres
 async def test_a_connection_lost_mid_transaction_is_not_handed_out_again(
-    database_url: str, engine: AsyncEngine
+    one_connection: async_sessionmaker[AsyncSession], engine: AsyncEngine
 ) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("the driver transaction is PostgreSQL's")
-    single = database.create_engine(database_url, pool_size=1)
-    try:
-        factory = async_sessionmaker(single, class_=AsyncSession)
-
-        async def write_while_the_server_drops_us() -> None:
-            async with SqlAlchemyUnitOfWork(factory) as uow:
-                await uow.users_view.add(str(uuid.uuid4()), "Ivan", "i@example.com")
-                async with engine.connect() as admin:
-                    await admin.execute(
-                        text(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                            " WHERE datname = current_database()"
-                            " AND state = 'idle in transaction'"
-                        )
+    async def write_while_the_server_drops_us() -> None:
+        async with SqlAlchemyUnitOfWork(one_connection) as uow:
+            await uow.users_view.add(str(uuid.uuid4()), "Ivan", "i@example.com")
+            async with engine.connect() as admin:
+                await admin.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                        " WHERE datname = current_database()"
+                        " AND state = 'idle in transaction'"
                     )
-                await uow.commit()
-
-        with pytest.raises(DatabaseUnavailable):
-            await write_while_the_server_drops_us()
-        # The one pooled connection was dead; the next unit of work gets a new one.
-        kept = str(uuid.uuid4())
-        async with SqlAlchemyUnitOfWork(factory) as uow:
-            await uow.users_view.add(kept, "Olga", "o@example.com")
+                )
             await uow.commit()
-        assert await _user_ids(engine) == {kept}
-    finally:
-        await single.dispose()
+
+    with pytest.raises(DatabaseUnavailable):
+        await write_while_the_server_drops_us()
+    # The one pooled connection was dead; the next unit of work gets a new one.
+    kept = str(uuid.uuid4())
+    async with SqlAlchemyUnitOfWork(one_connection) as uow:
+        await uow.users_view.add(kept, "Olga", "o@example.com")
+        await uow.commit()
+    assert await _user_ids(engine) == {kept}
 
 
 async def test_orm_and_driver_writes_share_one_transaction(

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-import redis.asyncio as redis
 from sqlalchemy import text
 
 from allocation import config
@@ -18,34 +17,21 @@ from allocation.adapters import log_listener
 from allocation.bootstrap import bootstrap
 from allocation.service_layer import services
 from allocation.testing import FakeConsole, FakeNotifications
-from tests.conftest import random_batchref, random_sku, service_missing
+from tests.conftest import random_batchref, random_sku
+from tests.integration.conftest import REDIS_URL
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
+    import redis.asyncio as redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from allocation.service_layer.messagebus import MessageBus
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 # Far beyond any wait below: what reaches the stream was not found by the poll.
 POLL_NEVER = 3600.0
 # This process's listener, told apart from any other worker's on the same server.
 LISTENER = f"{log_listener.APPLICATION_NAME} {os.getpid()}"
-
-
-@pytest.fixture
-async def redis_client() -> AsyncIterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
-    try:
-        await client.ping()
-    except (redis.ConnectionError, OSError) as error:
-        await client.aclose()
-        service_missing(f"Redis at {REDIS_URL} does not answer: {error}")
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 @contextlib.asynccontextmanager

@@ -8,33 +8,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from allocation import config
 from allocation.adapters.exceptions import DatabaseUnavailable
-from allocation.bootstrap import bootstrap
 from allocation.service_layer import relay, services
 from allocation.testing import (
-    FakeConsole,
-    FakeNotifications,
     FakePublisher,
     FakeUnitOfWork,
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import Sequence
 
     from allocation.adapters.eventlog import LoggedEvent
     from allocation.service_layer.messagebus import MessageBus
-
-
-@pytest.fixture
-async def bus() -> AsyncIterator[MessageBus]:
-    async with bootstrap(
-        uow=FakeUnitOfWork(),
-        notifications=FakeNotifications(),
-        console=FakeConsole(),
-        settings=config.Settings(),
-    ) as bus:
-        yield bus
 
 
 async def test_the_relay_publishes_the_log_in_order_once(bus: MessageBus) -> None:

@@ -179,7 +179,13 @@ async def test_users_are_found_by_id_and_by_email(
         assert await uow.users.all_ids() == ["u1", "u2"]
 
 
-async def _rename(user: users.User, name: str) -> None:
+async def _register_ann(uow_factory: Callable[[], SqlAlchemyUnitOfWork]) -> None:
+    async with uow_factory() as uow:
+        uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
+        await uow.commit()
+
+
+def _rename(user: users.User, name: str) -> None:
     # No command changes a user yet; a change is a new version with its event.
     user.name = name
     user._record(events.UserRegistered(user_id=user.id, name=name, email=user.email))
@@ -188,13 +194,11 @@ async def _rename(user: users.User, name: str) -> None:
 async def test_a_changed_user_is_saved_with_its_new_version(
     uow_factory: Callable[[], SqlAlchemyUnitOfWork],
 ) -> None:
-    async with uow_factory() as uow:
-        uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
-        await uow.commit()
+    await _register_ann(uow_factory)
     async with uow_factory() as uow:
         user = await uow.users.get("u1")
         assert user is not None
-        await _rename(user, "Anna")
+        _rename(user, "Anna")
         await uow.commit()
     async with uow_factory() as uow:
         saved = await uow.users.get("u1")
@@ -205,9 +209,7 @@ async def test_a_changed_user_is_saved_with_its_new_version(
 async def test_a_user_changed_since_it_was_read_is_a_conflict(
     uow_factory: Callable[[], SqlAlchemyUnitOfWork],
 ) -> None:
-    async with uow_factory() as uow:
-        uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
-        await uow.commit()
+    await _register_ann(uow_factory)
 
     async def rename_after_a_concurrent_change() -> None:
         async with uow_factory() as uow:
@@ -217,7 +219,7 @@ async def test_a_user_changed_since_it_was_read_is_a_conflict(
             await uow.session.execute(
                 text("UPDATE users SET version_number = version_number + 1")
             )
-            await _rename(user, "Anna")
+            _rename(user, "Anna")
             await uow.commit()
 
     with pytest.raises(ConcurrencyConflict):

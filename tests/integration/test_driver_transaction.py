@@ -211,3 +211,50 @@ async def test_orm_and_driver_writes_share_one_transaction(
     async with engine.connect() as connection:
         skus = await connection.execute(text("SELECT sku FROM products"))
         assert {row[0] for row in skus} == {kept_sku}
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_that_died_while_idle_fails_one_command_cleanly(
+    one_connection: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    async with SqlAlchemyUnitOfWork(one_connection) as uow:
+        pid = await uow.session.scalar(text("SELECT pg_backend_pid()"))
+    async with engine.connect() as admin:
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+    async def checkpoint_on_the_dead_connection() -> None:
+        async with SqlAlchemyUnitOfWork(one_connection) as uow:
+            await uow.event_log.set_checkpoint("relay:broker", 7)
+            await uow.commit()
+
+    with pytest.raises(DatabaseUnavailable):
+        await checkpoint_on_the_dead_connection()
+    async with SqlAlchemyUnitOfWork(one_connection) as uow:
+        await uow.event_log.set_checkpoint("relay:broker", 7)
+        await uow.commit()
+    async with SqlAlchemyUnitOfWork(one_connection) as uow:
+        assert await uow.event_log.checkpoint("relay:broker") == 7
+
+
+@pytest.mark.postgres
+async def test_a_connection_sqlalchemy_finds_dead_mid_transaction_fails_cleanly(
+    one_connection: async_sessionmaker[AsyncSession], engine: AsyncEngine
+) -> None:
+    async def write_then_lose_the_connection() -> None:
+        async with SqlAlchemyUnitOfWork(one_connection) as uow:
+            await uow.users_view.add(str(uuid.uuid4()), "Ivan", "i@example.com")
+            pid = await uow.session.scalar(text("SELECT pg_backend_pid()"))
+            async with engine.connect() as admin:
+                await admin.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                )
+            # SQLAlchemy, not the driver, meets the dead connection first.
+            await uow.event_log.set_checkpoint("relay:broker", 7)
+            await uow.commit()
+
+    with pytest.raises(DatabaseUnavailable):
+        await write_then_lose_the_connection()
+    async with SqlAlchemyUnitOfWork(one_connection) as uow:
+        await uow.event_log.set_checkpoint("relay:broker", 7)
+        await uow.commit()
+    assert await _user_ids(engine) == set()

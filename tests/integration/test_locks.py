@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from sqlalchemy import text
 
 from allocation.adapters import database
 from allocation.adapters import locks as locks_module
+from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
 
 if TYPE_CHECKING:
@@ -109,4 +111,26 @@ async def test_a_lock_whose_release_fails_does_not_stay_held_in_the_pool(
             assert held
     finally:
         locks_module._unlock = original_unlock  # type: ignore[assignment]  # restored
+        await single.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_lock_on_a_dead_pooled_connection_fails_once_then_works(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("advisory locks are PostgreSQL's; SQLite serves one process")
+    single = database.create_engine(database_url, pool_size=1)
+    try:
+        async with single.connect() as connection:
+            pid = await connection.scalar(text("SELECT pg_backend_pid()"))
+        async with engine.connect() as admin:
+            await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        locks = PostgresSubscriberLocks(single)
+        with pytest.raises(DatabaseUnavailable):
+            async with locks.hold("relay:broker"):
+                pass
+        async with locks.hold("relay:broker") as held:
+            assert held
+    finally:
         await single.dispose()

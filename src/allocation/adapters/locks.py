@@ -77,11 +77,12 @@ class PostgresSubscriberLocks(SubscriberLocks):
                             released = await _unlock(driver, key)
             finally:
                 with anyio.CancelScope(shield=True):
-                    if released:
+                    if released and not driver.is_closed():
                         await connection.close()
                     else:
                         # Closing the connection at the server is what frees a
-                        # session lock that could not be released.
+                        # session lock that could not be released; a dead one must
+                        # not go back to the pool either.
                         await connection.invalidate()
 
 

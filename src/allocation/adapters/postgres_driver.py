@@ -120,7 +120,10 @@ class DriverTransaction:
         # False once BEGIN, COMMIT or ROLLBACK failed other than by the server's
         # refusal: the connection's state is then unknown.
         self._trusted = True
-        connection.info[_OWNER] = self
+        # The pooled connection's own info, kept: asking an invalidated SQLAlchemy
+        # connection for it would try to reconnect.
+        self._info = pooled.info
+        self._info[_OWNER] = self
 
     async def connection(self) -> asyncpg.Connection[Any]:
         """The asyncpg connection, with this transaction begun."""
@@ -161,8 +164,10 @@ class DriverTransaction:
         except Exception:  # noqa: BLE001 - a broken connection: its transaction dies with it
             self._trusted = False
         finally:
-            self._connection.info.pop(_OWNER, None)
-            if not self._trusted or self._driver.is_closed():
+            self._info.pop(_OWNER, None)
+            if self._connection.invalidated:
+                await self._connection.close()  # SQLAlchemy found it dead already
+            elif not self._trusted or self._driver.is_closed():
                 # Lost or confused under the driver, where SQLAlchemy never saw it
                 # fail: the pool must not hand this connection out again.
                 await self._connection.invalidate()
@@ -206,6 +211,8 @@ _OPEN = "allocation_driver_transaction"
 
 
 def _begin(connection: Connection) -> None:
+    if connection.invalidated:
+        return  # SQLAlchemy reconnects first, and begins again on the new one
     owner: DriverTransaction | None = connection.info.get(_OWNER)
     if owner is not None:
         await_(owner.begin())  # the ORM joins the unit of work's transaction
@@ -222,12 +229,16 @@ def _begin(connection: Connection) -> None:
 
 
 def _commit(connection: Connection) -> None:
+    if connection.invalidated:
+        return  # SQLAlchemy found it dead: its transaction is gone with it
     transaction = connection.info.pop(_OPEN, None)
     if transaction is not None:
         await_(transaction.commit())
 
 
 def _rollback(connection: Connection) -> None:
+    if connection.invalidated:
+        return  # SQLAlchemy found it dead: its transaction is gone with it
     transaction = connection.info.pop(_OPEN, None)
     driver = connection.connection.driver_connection
     if transaction is not None and not driver.is_closed():  # type: ignore[union-attr]  # asyncpg's

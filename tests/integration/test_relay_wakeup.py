@@ -140,11 +140,15 @@ async def test_the_relay_is_woken_again_after_its_listener_is_killed(
             assert await _listeners_once_there_are(engine, 1) != [killed]
             for _ in range(2):
                 await _add_batch_and_see_it_relayed(bus, redis_client, stream)
-    messages = [record.getMessage() for record in caplog.records]
-    assert [m.split(":")[0] for m in messages] == [
+    lines = [record.getMessage().split(":")[0] for record in caplog.records]
+    # One line when the listener goes and one when it is back. The relay's own
+    # outage lines (a pooled connection lost meanwhile) are its business, but
+    # nothing may fail unexpectedly.
+    assert [line for line in lines if line.startswith("relay wake-ups")] == [
         "relay wake-ups paused, will retry",
         "relay wake-ups resumed",
     ]
+    assert "relay pass failed" not in lines
 
 
 async def test_only_postgresql_gets_a_listener() -> None:

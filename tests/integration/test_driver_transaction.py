@@ -37,6 +37,19 @@ async def one_connection(
         await single.dispose()
 
 
+async def _set_checkpoint(
+    factory: async_sessionmaker[AsyncSession], position: int
+) -> None:
+    async with SqlAlchemyUnitOfWork(factory) as uow:
+        await uow.event_log.set_checkpoint("relay:broker", position)
+        await uow.commit()
+
+
+async def _terminate(engine: AsyncEngine, pid: int) -> None:
+    async with engine.connect() as admin:
+        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+
+
 async def _user_ids(engine: AsyncEngine) -> set[str]:
     async with engine.connect() as connection:
         rows = await connection.execute(text("SELECT user_id FROM users_view"))
@@ -219,19 +232,10 @@ async def test_a_pooled_connection_that_died_while_idle_fails_one_command_cleanl
 ) -> None:
     async with SqlAlchemyUnitOfWork(one_connection) as uow:
         pid = await uow.session.scalar(text("SELECT pg_backend_pid()"))
-    async with engine.connect() as admin:
-        await admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
-
-    async def checkpoint_on_the_dead_connection() -> None:
-        async with SqlAlchemyUnitOfWork(one_connection) as uow:
-            await uow.event_log.set_checkpoint("relay:broker", 7)
-            await uow.commit()
-
+    await _terminate(engine, pid)
     with pytest.raises(DatabaseUnavailable):
-        await checkpoint_on_the_dead_connection()
-    async with SqlAlchemyUnitOfWork(one_connection) as uow:
-        await uow.event_log.set_checkpoint("relay:broker", 7)
-        await uow.commit()
+        await _set_checkpoint(one_connection, 7)
+    await _set_checkpoint(one_connection, 7)
     async with SqlAlchemyUnitOfWork(one_connection) as uow:
         assert await uow.event_log.checkpoint("relay:broker") == 7
 
@@ -243,18 +247,14 @@ async def test_a_connection_sqlalchemy_finds_dead_mid_transaction_fails_cleanly(
     async def write_then_lose_the_connection() -> None:
         async with SqlAlchemyUnitOfWork(one_connection) as uow:
             await uow.users_view.add(str(uuid.uuid4()), "Ivan", "i@example.com")
-            pid = await uow.session.scalar(text("SELECT pg_backend_pid()"))
-            async with engine.connect() as admin:
-                await admin.execute(
-                    text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
-                )
+            await _terminate(
+                engine, await uow.session.scalar(text("SELECT pg_backend_pid()"))
+            )
             # SQLAlchemy, not the driver, meets the dead connection first.
             await uow.event_log.set_checkpoint("relay:broker", 7)
             await uow.commit()
 
     with pytest.raises(DatabaseUnavailable):
         await write_then_lose_the_connection()
-    async with SqlAlchemyUnitOfWork(one_connection) as uow:
-        await uow.event_log.set_checkpoint("relay:broker", 7)
-        await uow.commit()
+    await _set_checkpoint(one_connection, 7)
     assert await _user_ids(engine) == set()

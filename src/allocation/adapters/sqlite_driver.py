@@ -16,6 +16,7 @@ import sqlite3
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
+import anyio
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_cursor,
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
 _T = TypeVar("_T")
+
+
+# Long enough for any close that can finish; a stuck one is dropped after it.
+_GRACEFUL_CLOSE_SECONDS = 2.0
 
 
 class _Outcome:
@@ -128,6 +133,15 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
     def in_transaction(self) -> bool:
         driver: Any = self._connection
         return bool(driver._conn.in_transaction)
+
+    async def _terminate_graceful_close(self) -> None:
+        # SQLAlchemy runs this in a task of its own when it drops a connection (a
+        # statement cancelled mid-way, as at shutdown). If its wait is cancelled, it
+        # force-stops aiosqlite's thread, and aiosqlite's close() then waits forever
+        # for a thread that is gone: that task, and the event loop's shutdown with
+        # it, never ended. Bounded, the close ends either way.
+        with anyio.move_on_after(_GRACEFUL_CLOSE_SECONDS):
+            await self._connection.close()
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):

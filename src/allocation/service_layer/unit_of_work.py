@@ -204,15 +204,21 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
     def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
         super().__init__()
         self._session_factory = session_factory
+        # Decided once: the engine a DriverTransaction can run on, if it is one.
+        engine = session_factory.kw.get("bind")
+        self._driven_engine = (
+            engine
+            if isinstance(engine, AsyncEngine)
+            and postgres_driver.drives(engine.sync_engine)
+            else None
+        )
 
     async def _start(self) -> None:
-        engine = self._session_factory.kw.get("bind")
+        engine = self._driven_engine
         self._driver: postgres_driver.DriverTransaction | None = None
         self._users_on_driver: repository.PostgresUserRepository | None = None
         self.users: repository.AbstractUserRepository
-        if isinstance(engine, AsyncEngine) and postgres_driver.drives(
-            engine.sync_engine
-        ):
+        if engine is not None:
             with database.translated_errors(engine.url):
                 connection = await engine.connect()
             self._driver = driver = postgres_driver.DriverTransaction(connection)
@@ -250,12 +256,14 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
 
     async def _close(self) -> None:
         session = self.session
-        # Skipped when it holds neither a connection nor an object: a round of
-        # SQLAlchemy bookkeeping saved on every command.
-        if session.in_transaction() or session.identity_map or session.new:
-            await session.close()
-        if self._driver is not None:
-            await self._driver.release()
+        try:
+            # Skipped when it holds neither a connection nor an object: a round of
+            # SQLAlchemy bookkeeping saved on every command.
+            if session.in_transaction() or session.identity_map or session.new:
+                await session.close()
+        finally:
+            if self._driver is not None:
+                await self._driver.release()
 
     async def _commit(
         self, new_events: list[eventlog.NewEvent], tracking: tuple[str, str] | None

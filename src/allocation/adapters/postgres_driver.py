@@ -91,17 +91,14 @@ _SELECT_USER = "SELECT id, name, email, version_number FROM users"
 USER_BY_ID = f"{_SELECT_USER} WHERE id = $1"
 USER_BY_EMAIL = f"{_SELECT_USER} WHERE email = $1"
 USER_IDS = "SELECT id FROM users ORDER BY id"
-_UPSERT_LINE = (
+UPSERT_LINE = (
     "INSERT INTO allocations_view (orderid, sku, batchref, version, allocated)"
     " VALUES ($1, $2, $3, $4, $5)"
     " ON CONFLICT (orderid, sku) DO UPDATE SET batchref = excluded.batchref,"
     " version = excluded.version, allocated = excluded.allocated"
 )
-UPSERT_LINE = _UPSERT_LINE
 # Only a newer version overwrites: events may arrive in any order.
-UPSERT_LINE_GUARDED = (
-    f"{_UPSERT_LINE} WHERE allocations_view.version < excluded.version"
-)
+UPSERT_LINE_GUARDED = f"{UPSERT_LINE} WHERE allocations_view.version < excluded.version"
 
 
 class DriverTransaction:

@@ -1,4 +1,8 @@
-"""The event log in SQL tables, on the unit of work's session (asyncio only)."""
+"""The event log in SQL tables, on the unit of work's session (asyncio only).
+
+On PostgreSQL the hot statements (append, tracking, log reads, checkpoints) run on
+the unit of work's driver transaction instead (see ``postgres_driver``).
+"""
 
 from __future__ import annotations
 

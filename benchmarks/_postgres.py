@@ -23,17 +23,8 @@ DSN = f"postgresql://{SERVER}/{DATABASE}"
 
 async def fresh_database() -> str:
     """Drop and create this process's database, bring it to head; return its URL."""
-    admin = create_async_engine(
-        f"postgresql+asyncpg://{SERVER}/postgres", isolation_level="AUTOCOMMIT"
-    )
-    try:
-        async with admin.connect() as connection:
-            await connection.exec_driver_sql(
-                f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"
-            )
-            await connection.exec_driver_sql(f"CREATE DATABASE {DATABASE}")
-    finally:
-        await admin.dispose()
+    await _as_admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+    await _as_admin(f"CREATE DATABASE {DATABASE}")
     engine = database.create_engine(URL)
     try:
         await migrations.upgrade(engine)
@@ -44,13 +35,16 @@ async def fresh_database() -> str:
 
 async def drop_database() -> None:
     """Remove this process's database (the end of a run)."""
+    await _as_admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
+
+
+async def _as_admin(statement: str) -> None:
+    """Run one statement on the server's ``postgres`` database, outside a transaction."""
     admin = create_async_engine(
         f"postgresql+asyncpg://{SERVER}/postgres", isolation_level="AUTOCOMMIT"
     )
     try:
         async with admin.connect() as connection:
-            await connection.exec_driver_sql(
-                f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"
-            )
+            await connection.exec_driver_sql(statement)
     finally:
         await admin.dispose()

@@ -14,6 +14,7 @@ from allocation.domain import events
 
 if TYPE_CHECKING:
     import datetime
+    from collections.abc import Collection
 
     from allocation.adapters.eventlog import LoggedEvent
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
@@ -98,15 +99,12 @@ async def _compare_products(
     uow: AbstractUnitOfWork, folded: dict[str, _Product]
 ) -> list[str]:
     stored_skus = await uow.products.all_skus()
-    problems = [
-        f"product {sku}: in the log but not stored"
-        for sku in sorted(set(folded) - set(stored_skus))
-    ]
+    problems = _unstored("product", folded, stored_skus)
     for sku in stored_skus:
         product = await uow.products.get(sku)
         expected = folded.get(sku)
         if product is None or expected is None:
-            problems.append(f"product {sku}: stored but has no events in the log")
+            problems.append(_unlogged("product", sku))
             continue
         if product.version_number != expected.version:
             problems.append(
@@ -138,15 +136,12 @@ async def _compare_users(
     uow: AbstractUnitOfWork, folded: dict[str, tuple[str, str, int]]
 ) -> list[str]:
     stored_ids = await uow.users.all_ids()
-    problems = [
-        f"user {user_id}: in the log but not stored"
-        for user_id in sorted(set(folded) - set(stored_ids))
-    ]
+    problems = _unstored("user", folded, stored_ids)
     for user_id in stored_ids:
         user = await uow.users.get(user_id)
         expected = folded.get(user_id)
         if user is None or expected is None:
-            problems.append(f"user {user_id}: stored but has no events in the log")
+            problems.append(_unlogged("user", user_id))
             continue
         if (user.name, user.email, user.version_number) != expected:
             problems.append(
@@ -154,6 +149,18 @@ async def _compare_users(
                 f" differs from the log's {expected}"
             )
     return problems
+
+
+def _unstored(kind: str, folded: Collection[str], stored: Collection[str]) -> list[str]:
+    """One problem per aggregate the log knows of and the tables do not."""
+    return [
+        f"{kind} {key}: in the log but not stored"
+        for key in sorted(set(folded) - set(stored))
+    ]
+
+
+def _unlogged(kind: str, key: str) -> str:
+    return f"{kind} {key}: stored but has no events in the log"
 
 
 async def _compare_read_models(uow: AbstractUnitOfWork, folded: _Folded) -> list[str]:

@@ -42,6 +42,7 @@ import argparse
 import datetime
 import functools
 import multiprocessing
+import os
 import statistics
 import sys
 import time
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 
     from allocation.service_layer.messagebus import MessageBus
 
-REDIS_URL = "redis://127.0.0.1:6379/14"
+REDIS_URL = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
 THROUGHPUT_STREAM = "bench:relay"
 LATENCY_STREAM = "bench:latency"
 GROUP = "bench"

@@ -65,19 +65,23 @@ class PostgresSubscriberLocks(SubscriberLocks):
             # Straight on the driver, outside any transaction: a session lock needs
             # none, and the relay takes this lock on every pass.
             driver: Any = connection.sync_connection.connection.driver_connection  # type: ignore[union-attr]  # just connected
-            released = True
+            # Until the answer is in hand (a cancelled or failed try may still have
+            # taken the lock) and until an unlock succeeds, the connection may hold
+            # the lock, so it may not go back to the pool.
+            may_hold_lock = True
             try:
                 with database.translated_errors(url):
                     taken = await driver.fetchval(_TRY_LOCK, key)
+                may_hold_lock = bool(taken)
                 try:
                     yield bool(taken)
                 finally:
                     if taken:
                         with anyio.CancelScope(shield=True):
-                            released = await _unlock(driver, key)
+                            may_hold_lock = not await _unlock(driver, key)
             finally:
                 with anyio.CancelScope(shield=True):
-                    if released and not driver.is_closed():
+                    if not may_hold_lock and not driver.is_closed():
                         await connection.close()
                     else:
                         # Closing the connection at the server is what frees a

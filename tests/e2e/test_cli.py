@@ -208,6 +208,7 @@ def test_command_after_downgrade_says_to_upgrade(migrated: Cli) -> None:
         ("ALLOCATION_RETRY_ATTEMPTS", "0"),
         ("ALLOCATION_RETRY_DELAY", "-1"),
         ("ALLOCATION_CONFLICT_RETRIES", "many"),
+        ("ALLOCATION_DATABASE_POOL_SIZE", "0"),
         ("SMTP_PORT", "abc"),
     ],
 )

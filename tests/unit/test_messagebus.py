@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -26,19 +25,16 @@ NO_WAIT = RetryPolicy(attempts=3, first_delay=0, conflict_retries=3)
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id")
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Ping(events.Event):
     TYPE = "test_ping"
     n: int = 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Pong(events.Event):
     TYPE = "test_pong"
     n: int = 0
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class DoThing(commands.Command):
     TYPE = "test_do_thing"
     value: str = ""

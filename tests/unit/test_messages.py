@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import inspect
 import json
 import re
 
+import pydantic
 import pytest
 
 from allocation.domain import commands, events, messages
@@ -91,7 +91,6 @@ def test_message_class_of_an_unknown_type_raises_key_error() -> None:
 def test_a_type_cannot_be_used_by_two_classes() -> None:
     with pytest.raises(TypeError, match="user_registered"):
 
-        @dataclasses.dataclass(frozen=True, slots=True)
         class Impostor(events.Event):
             TYPE = "user_registered"
 
@@ -159,9 +158,9 @@ def test_the_payload_does_not_hold_the_type() -> None:
 
 @pytest.mark.parametrize("message", EXAMPLE_PARAMS)
 def test_messages_are_frozen(message: messages.Message) -> None:
-    field = dataclasses.fields(message)[0].name
+    field = message.PAYLOAD_FIELDS[0]
 
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         setattr(message, field, "changed")
 
 

@@ -327,7 +327,7 @@ def test_changing_a_batch_to_a_negative_quantity_raises_invalid_quantity() -> No
 @pytest.mark.parametrize("value", ["", "   ", "x" * 256])
 def test_blank_or_too_long_sku_raises_blank_identifier(value: str) -> None:
     with pytest.raises(
-        exceptions.BlankIdentifier, match=re.escape(repr(value))
+        exceptions.BlankIdentifier, match=re.escape(repr(value)[:40])
     ) as caught:
         model.Product(value)
 

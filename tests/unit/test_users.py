@@ -76,13 +76,13 @@ def test_users_are_equal_by_id() -> None:
     ],
 )
 def test_invalid_email_raises_invalid_email(email: str) -> None:
-    with pytest.raises(exceptions.InvalidEmail, match=re.escape(repr(email))):
+    with pytest.raises(exceptions.InvalidEmail, match=re.escape(repr(email)[:40])):
         users.User.register(new_id(), "Alice", email)
 
 
 @pytest.mark.parametrize("email", [None, 42, b"alice@example.com"])
 def test_non_string_email_raises_invalid_email(email: object) -> None:
-    with pytest.raises(exceptions.InvalidEmail, match=re.escape(repr(email))):
+    with pytest.raises(exceptions.InvalidEmail, match=re.escape(repr(email)[:40])):
         users.User.register(new_id(), "Alice", email)  # type: ignore[arg-type]  # bad input on purpose
 
 
@@ -95,7 +95,7 @@ def test_ordinary_emails_are_accepted(email: str) -> None:
 
 @pytest.mark.parametrize("name", ["", "   ", "\t\n", "x" * 201])
 def test_blank_or_too_long_name_raises_invalid_name(name: str) -> None:
-    with pytest.raises(exceptions.InvalidName, match=re.escape(repr(name))):
+    with pytest.raises(exceptions.InvalidName, match=re.escape(repr(name)[:40])):
         users.User.register(new_id(), name, "alice@example.com")
 
 

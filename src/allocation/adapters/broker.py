@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import json
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import redis.asyncio as redis
@@ -43,7 +42,7 @@ def entry_fields(logged: LoggedEvent) -> dict[str, str]:
         "payload": (
             logged.payload_json
             if logged.payload_json is not None
-            else json.dumps(event.to_payload(), ensure_ascii=False)
+            else event.payload_json()
         ),
     }
 

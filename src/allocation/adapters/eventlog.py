@@ -6,13 +6,12 @@ import abc
 import dataclasses
 from typing import TYPE_CHECKING
 
-from allocation.domain import messages
+from allocation.domain import events, messages
+from allocation.domain.exceptions import InvalidMessage
 
 if TYPE_CHECKING:
     import datetime
     from collections.abc import Collection, Iterable, Sequence
-
-    from allocation.domain import events
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -35,8 +34,7 @@ class LoggedEvent:
     aggregate_id: str
     aggregate_version: int
     occurred_at: datetime.datetime
-    # The payload's JSON as stored, when the adapter has it at hand: publishing it
-    # as it is saves serialising the event again.
+    # The payload's JSON as stored: the relay publishes it as it is.
     payload_json: str | None = None
 
 
@@ -54,21 +52,31 @@ class DeadLetter:
 
 def rebuild_event(
     name: str,
-    payload: dict[str, object],
+    payload_json: str,
+    *,
+    schema_version: int,
     message_id: str,
     correlation_id: str | None,
     causation_id: str | None,
     aggregate_version: int,
 ) -> events.Event:
-    """The event a log row describes (KeyError for a name no class has)."""
-    event = messages.message_class(name).from_payload(
-        payload,
+    """The event a log row describes, decoded and validated by its schema.
+
+    Raises:
+        InvalidMessage: the row holds no event this version can read.
+    """
+    event = messages.decode(
+        name,
+        payload_json,
+        schema_version=schema_version,
         message_id=message_id,
         correlation_id=correlation_id,
         causation_id=causation_id,
         aggregate_version=aggregate_version,
     )
-    return event  # type: ignore[return-value]  # the log holds events only
+    if not isinstance(event, events.Event):
+        raise InvalidMessage(name, ["a command, not an event"])
+    return event
 
 
 class AbstractEventLog(abc.ABC):

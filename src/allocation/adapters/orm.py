@@ -14,6 +14,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -95,6 +96,9 @@ event_log = Table(
     Column("aggregate_version", Integer, nullable=False),
     Column("name", String(100), nullable=False),
     Column("payload", JSON, nullable=False),
+    # The version of the event's schema the payload was written with: an older
+    # shape is upcast when it is read.
+    Column("schema_version", SmallInteger, nullable=False, server_default="1"),
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("correlation_id", String(36), nullable=True),
     Column("causation_id", String(36), nullable=True),

@@ -14,7 +14,6 @@ outside a unit of work (migrations, tests), begin and end one as SQLAlchemy says
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
@@ -41,15 +40,18 @@ APPEND = f"""
 WITH ordered AS (SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})),
      announced AS (SELECT pg_notify('{LOG_CHANNEL}', ''))
 INSERT INTO event_log (message_id, aggregate_type, aggregate_id, aggregate_version,
-                       name, payload, occurred_at, correlation_id, causation_id)
+                       name, payload, schema_version, occurred_at, correlation_id,
+                       causation_id)
 SELECT new.message_id, new.aggregate_type, new.aggregate_id, new.aggregate_version,
-       new.name, new.payload, new.occurred_at, new.correlation_id, new.causation_id
+       new.name, new.payload, new.schema_version, new.occurred_at,
+       new.correlation_id, new.causation_id
 FROM ordered, announced,
      unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::varchar[],
-            $6::json[], $7::timestamptz[], $8::varchar[], $9::varchar[])
+            $6::json[], $7::smallint[], $8::timestamptz[], $9::varchar[],
+            $10::varchar[])
        WITH ORDINALITY AS new(message_id, aggregate_type, aggregate_id,
-                              aggregate_version, name, payload, occurred_at,
-                              correlation_id, causation_id, n)
+                              aggregate_version, name, payload, schema_version,
+                              occurred_at, correlation_id, causation_id, n)
 ORDER BY new.n
 """
 # The same ordering and announcement for an engine without the hooks (one built
@@ -69,7 +71,8 @@ UPSERT_USER = (
 )
 _READ_LOG = (
     "SELECT position, message_id, aggregate_type, aggregate_id, aggregate_version,"
-    " name, payload::text AS payload, occurred_at, correlation_id, causation_id"
+    " name, payload::text AS payload, schema_version, occurred_at, correlation_id,"
+    " causation_id"
     " FROM event_log"
 )
 READ_LOG = f"{_READ_LOG} WHERE position > $1 ORDER BY position LIMIT $2"
@@ -264,11 +267,9 @@ def append_arguments(rows: Sequence[dict[str, Any]]) -> list[list[Any]]:
         "aggregate_version",
         "name",
         "payload",
+        "schema_version",
         "occurred_at",
         "correlation_id",
         "causation_id",
     )
-    arrays: list[list[Any]] = [[row[column] for row in rows] for column in columns]
-    # As the relay publishes it: UTF-8 as it is, no \u escapes.
-    arrays[5] = [json.dumps(payload, ensure_ascii=False) for payload in arrays[5]]
-    return arrays
+    return [[row[column] for row in rows] for column in columns]

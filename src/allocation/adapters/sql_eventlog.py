@@ -8,10 +8,21 @@ from __future__ import annotations
 
 import datetime
 import functools
-import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select, text, update
+from sqlalchemy import (
+    JSON,
+    Text,
+    bindparam,
+    cast,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+    type_coerce,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 
 from allocation.adapters import orm, postgres_driver
@@ -25,7 +36,7 @@ from allocation.adapters.eventlog import (
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
 
-    from sqlalchemy import Row
+    from sqlalchemy import Row, Select
     from sqlalchemy.ext.asyncio import AsyncSession
     from sqlalchemy.sql.expression import Executable
 
@@ -34,6 +45,41 @@ if TYPE_CHECKING:
 
 # Built once, not per append: constructing a text() clause costs tens of µs.
 _ORDER_AND_ANNOUNCE = text(postgres_driver.ORDER_AND_ANNOUNCE)
+
+
+@functools.cache
+def _append(dialect: str) -> Executable:
+    """Insert log rows whose payload is already JSON text (built once per dialect).
+
+    The text is the message library's own encoding, stored as it is: what is read
+    back is exactly what was validated, and the relay publishes it unchanged.
+    """
+    payload = bindparam("payload", type_=Text)
+    stored = (
+        cast(payload, JSON) if dialect == "postgresql" else type_coerce(payload, Text)
+    )
+    return insert(orm.event_log).values(payload=stored)
+
+
+def _readable_log() -> Select[Any]:
+    """The log's columns, with the payload as the JSON text it was stored as."""
+    log = orm.event_log
+    return select(
+        log.c.position,
+        log.c.message_id,
+        log.c.aggregate_type,
+        log.c.aggregate_id,
+        log.c.aggregate_version,
+        log.c.name,
+        cast(log.c.payload, Text).label("payload"),
+        log.c.schema_version,
+        log.c.occurred_at,
+        log.c.correlation_id,
+        log.c.causation_id,
+    )
+
+
+_READABLE_LOG = _readable_log()
 
 
 @functools.cache
@@ -68,7 +114,7 @@ class SqlAlchemyEventLog(AbstractEventLog):
         if self._driver is None:
             if self._dialect == "postgresql":
                 await self._session.execute(_ORDER_AND_ANNOUNCE)
-            await self._session.execute(insert(orm.event_log), rows)
+            await self._session.execute(_append(self._dialect), rows)
             return
         driver = await self._driver.connection()
         await driver.execute(
@@ -86,22 +132,22 @@ class SqlAlchemyEventLog(AbstractEventLog):
                 records = await driver.fetch(
                     postgres_driver.READ_LOG_NAMED, after, limit, list(names)
                 )
-            return [_logged_from_driver(record) for record in records]
+            return [_logged(record) for record in records]
         log = orm.event_log
-        query = select(log).where(log.c.position > after)
+        query = _READABLE_LOG.where(log.c.position > after)
         if names is not None:
             query = query.where(log.c.name.in_(list(names)))
         rows = await self._session.execute(query.order_by(log.c.position).limit(limit))
-        return [_logged(row) for row in rows]
+        return [_logged(row._mapping) for row in rows]
 
     async def get(self, message_id: str) -> LoggedEvent | None:
         log = orm.event_log
         row = (
             await self._session.execute(
-                select(log).where(log.c.message_id == message_id)
+                _READABLE_LOG.where(log.c.message_id == message_id)
             )
         ).first()
-        return None if row is None else _logged(row)
+        return None if row is None else _logged(row._mapping)
 
     async def last_position(self) -> int:
         newest = await self._session.scalar(
@@ -247,49 +293,33 @@ def _log_row(new: NewEvent, now: datetime.datetime) -> dict[str, Any]:
         "aggregate_id": new.aggregate_id,
         "aggregate_version": new.aggregate_version,
         "name": new.event.TYPE,
-        "payload": new.event.to_payload(),
+        "payload": new.event.payload_json(),
+        "schema_version": new.event.SCHEMA_VERSION,
         "occurred_at": now,
         "correlation_id": new.event.correlation_id,
         "causation_id": new.event.causation_id,
     }
 
 
-def _logged(row: Row[Any]) -> LoggedEvent:
-    return LoggedEvent(
-        position=row.position,
-        event=rebuild_event(
-            row.name,
-            row.payload,
-            row.message_id,
-            row.correlation_id,
-            row.causation_id,
-            row.aggregate_version,
-        ),
-        aggregate_type=row.aggregate_type,
-        aggregate_id=row.aggregate_id,
-        aggregate_version=row.aggregate_version,
-        occurred_at=_aware(row.occurred_at),
-    )
-
-
-def _logged_from_driver(record: Any) -> LoggedEvent:
-    # The payload is read as text (the query casts it), which is also what the relay
-    # publishes.
-    payload_json = record["payload"]
+def _logged(record: Any) -> LoggedEvent:
+    """A log row as a validated event: a SQLAlchemy row's mapping or an asyncpg
+    record, both read by column name, the payload as the JSON text stored."""
+    payload_json: str = record["payload"]
     return LoggedEvent(
         position=record["position"],
         event=rebuild_event(
             record["name"],
-            json.loads(payload_json),
-            record["message_id"],
-            record["correlation_id"],
-            record["causation_id"],
-            record["aggregate_version"],
+            payload_json,
+            schema_version=record["schema_version"],
+            message_id=record["message_id"],
+            correlation_id=record["correlation_id"],
+            causation_id=record["causation_id"],
+            aggregate_version=record["aggregate_version"],
         ),
         aggregate_type=record["aggregate_type"],
         aggregate_id=record["aggregate_id"],
         aggregate_version=record["aggregate_version"],
-        occurred_at=record["occurred_at"],
+        occurred_at=_aware(record["occurred_at"]),
         payload_json=payload_json,
     )
 

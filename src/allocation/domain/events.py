@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import datetime  # noqa: TC003 - dataclass fields are resolved at run time
+import datetime
 
-from allocation.domain import messages
+import pydantic
+
+from allocation.domain import messages, values
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Event(messages.Message):
     """Base of every domain event.
 
@@ -18,69 +18,61 @@ class Event(messages.Message):
             it, which lets a read model ignore an event older than one it applied.
     """
 
-    aggregate_version: int | None = dataclasses.field(
-        default=None, kw_only=True, compare=False, repr=False
-    )
+    aggregate_version: int | None = pydantic.Field(default=None, repr=False)
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class UserRegistered(Event):
     """A user was registered; ``name`` and ``email`` as in the article's payload."""
 
     TYPE = "user_registered"
-    user_id: str
-    name: str
-    email: str
+    user_id: values.UserId
+    name: values.PersonName
+    email: values.EmailAddress
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class BatchCreated(Event):
     """A batch of stock was added to a product."""
 
     TYPE = "batch_created"
-    ref: str
-    sku: str
-    qty: int
+    ref: values.BatchRef
+    sku: values.Sku
+    qty: values.Quantity
     eta: datetime.date | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Allocated(Event):
     """An order line was allocated to a batch."""
 
     TYPE = "allocated"
-    orderid: str
-    sku: str
-    qty: int
-    batchref: str
+    orderid: values.OrderId
+    sku: values.Sku
+    qty: values.OrderQuantity
+    batchref: values.BatchRef
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class Deallocated(Event):
     """An order line was taken off a batch and needs allocating again."""
 
     TYPE = "deallocated"
-    orderid: str
-    sku: str
-    qty: int
-    batchref: str
+    orderid: values.OrderId
+    sku: values.Sku
+    qty: values.OrderQuantity
+    batchref: values.BatchRef
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class BatchQuantityChanged(Event):
     """A batch's purchased quantity was set to ``qty``."""
 
     TYPE = "batch_quantity_changed"
-    ref: str
-    sku: str
-    qty: int
+    ref: values.BatchRef
+    sku: values.Sku
+    qty: values.Quantity
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class OutOfStock(Event):
     """No batch of ``sku`` could take an order line; the stock desk is told."""
 
     TYPE = "out_of_stock"
-    sku: str
-    orderid: str
-    qty: int
+    sku: values.Sku
+    orderid: values.OrderId
+    qty: values.OrderQuantity

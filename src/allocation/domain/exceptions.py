@@ -2,6 +2,7 @@
 
 AllocationError
 ├── InvalidQuantity, InvalidEmail, InvalidName, BlankIdentifier   (bad input)
+├── InvalidMessage       a message of the wrong shape: built, decoded or upcast
 ├── EmailAlreadyRegistered, BatchAlreadyExists                    (uniqueness)
 ├── ConcurrencyConflict                      (raised by adapters, retried by the bus)
 ├── AlreadyProcessed                         (a redelivery; the bus lets it pass)
@@ -11,6 +12,19 @@ AllocationError
 """
 
 from __future__ import annotations
+
+# Error lines quote the input that caused them, but never more than this much of it:
+# a 10,000-character name must not make a 10 kB line.
+_MAX_QUOTED = 80
+
+
+def shorten(value: object, limit: int = _MAX_QUOTED) -> str:
+    """``repr(value)``, cut to about ``limit`` characters with the length said."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str | bytes) else "cut"
+    return f"{text[: limit - 1]}… ({size})"
 
 
 class AllocationError(Exception):
@@ -25,35 +39,41 @@ class InvalidQuantity(AllocationError):
         self.minimum = minimum
         self.maximum = maximum
         super().__init__(
-            f"invalid quantity {qty!r}: must be a whole number from {minimum} to {maximum}"
+            f"invalid quantity {shorten(qty)}: "
+            f"must be a whole number from {minimum} to {maximum}"
         )
 
 
 class InvalidEmail(AllocationError):
     """Raised when an email address is not of the form name@domain.tld."""
 
-    def __init__(self, email: str) -> None:
+    def __init__(self, email: object) -> None:
         self.email = email
-        super().__init__(f"invalid email address {email!r}")
+        super().__init__(f"invalid email address {shorten(email)}")
 
 
 class InvalidName(AllocationError):
-    """Raised when a user's name is blank or too long."""
+    """Raised when a user's name is blank, too long or holds control characters."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: object) -> None:
         self.name = name
-        super().__init__(f"invalid name {name!r}: must be 1 to 200 characters")
+        super().__init__(
+            f"invalid name {shorten(name)}: must be 1 to 200 characters, "
+            "without control characters"
+        )
 
 
 class BlankIdentifier(AllocationError):
-    """Raised when a reference, sku or order id is empty, padded or too long."""
+    """Raised when an identifier is empty, padded, too long or holds control
+    characters (a reference, sku, order id, user id or message id)."""
 
-    def __init__(self, field: str, value: str) -> None:
+    def __init__(self, field: str, value: object, *, maximum: int = 255) -> None:
         self.field = field
         self.value = value
+        self.maximum = maximum
         super().__init__(
-            f"invalid {field} {value!r}: must be 1 to 255 characters, "
-            "without leading or trailing spaces"
+            f"invalid {field} {shorten(value)}: must be 1 to {maximum} characters, "
+            "without leading or trailing spaces or control characters"
         )
 
 
@@ -62,7 +82,7 @@ class EmailAlreadyRegistered(AllocationError):
 
     def __init__(self, email: str) -> None:
         self.email = email
-        super().__init__(f"email {email!r} is already registered")
+        super().__init__(f"email {shorten(email)} is already registered")
 
 
 class BatchAlreadyExists(AllocationError):
@@ -70,7 +90,24 @@ class BatchAlreadyExists(AllocationError):
 
     def __init__(self, reference: str) -> None:
         self.reference = reference
-        super().__init__(f"batch {reference!r} already exists")
+        super().__init__(f"batch {shorten(reference)} already exists")
+
+
+class InvalidMessage(AllocationError):
+    """Raised when a message cannot be built or decoded: a field of the wrong type,
+    a missing or unknown field, text that is not JSON, or a name no message has.
+
+    Attributes:
+        message_type: the message's TYPE (or the name that was given).
+        problems: one short line per field that is wrong.
+    """
+
+    def __init__(self, message_type: str, problems: list[str]) -> None:
+        self.message_type = message_type
+        self.problems = problems
+        super().__init__(
+            f"invalid {shorten(message_type, 40)} message: {'; '.join(problems)}"
+        )
 
 
 class AlreadyProcessed(AllocationError):

@@ -5,42 +5,16 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
-from allocation.domain import events, exceptions
+from allocation.domain import events, values
 from allocation.domain.aggregate import Aggregate
 
 if TYPE_CHECKING:
     import datetime
 
-_MAX_IDENTIFIER = 255
-# The largest value a 32-bit INTEGER column holds, on SQLite and PostgreSQL alike.
-MAX_QUANTITY = 2**31 - 1
-
-
-def check_identifier(field: str, value: str) -> str:
-    """Return ``value``, or raise BlankIdentifier when it is unusable.
-
-    Surrounding spaces are refused rather than trimmed: a trimmed write would be
-    found by no lookup that used the same untrimmed text.
-    """
-    if (
-        not isinstance(value, str)
-        or not value
-        or value != value.strip()
-        or len(value) > _MAX_IDENTIFIER
-    ):
-        raise exceptions.BlankIdentifier(field, str(value))
-    return value
-
-
-def check_quantity(qty: object, *, minimum: int) -> int:
-    """Return ``qty`` when it is a whole number from ``minimum`` to MAX_QUANTITY."""
-    if (
-        isinstance(qty, bool)
-        or not isinstance(qty, int)
-        or not minimum <= qty <= MAX_QUANTITY
-    ):
-        raise exceptions.InvalidQuantity(qty, minimum=minimum, maximum=MAX_QUANTITY)
-    return qty
+# Kept here too: the command line and older callers know it as model.MAX_QUANTITY.
+MAX_QUANTITY = values.MAX_QUANTITY
+check_identifier = values.check_identifier
+check_quantity = values.check_quantity
 
 
 @dataclasses.dataclass(unsafe_hash=True)

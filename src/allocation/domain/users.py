@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
-from allocation.domain import events, exceptions
+from allocation.domain import events, values
 from allocation.domain.aggregate import Aggregate
 
-_MAX_NAME = 200
-_MAX_EMAIL = 254
-# Deliberately modest: one @, no spaces, a dot in the domain. Real deliverability is
-# proven only by sending, so anything stricter rejects valid addresses.
-_EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
-
-
-def normalise_email(email: str) -> str:
-    """Return ``email`` trimmed and lower-cased, or raise InvalidEmail."""
-    if not isinstance(email, str):
-        raise exceptions.InvalidEmail(repr(email))
-    normalised = email.strip().lower()
-    if len(normalised) > _MAX_EMAIL or not _EMAIL_SHAPE.fullmatch(normalised):
-        raise exceptions.InvalidEmail(email)
-    return normalised
-
-
-def check_name(name: str) -> str:
-    """Return ``name`` trimmed, or raise InvalidName when it is blank or too long."""
-    stripped = name.strip() if isinstance(name, str) else ""
-    if not stripped or len(stripped) > _MAX_NAME:
-        raise exceptions.InvalidName(str(name))
-    return stripped
+# The rules live with the other values; these names are the users domain's own.
+normalise_email = values.normalise_email
+check_name = values.check_name
 
 
 class User(Aggregate):

@@ -10,7 +10,6 @@ consumer read and never acknowledged (it died) are reclaimed after a while.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import TYPE_CHECKING
 
@@ -22,6 +21,7 @@ from allocation.domain.exceptions import (
     AllocationError,
     AlreadyProcessed,
     ConcurrencyConflict,
+    shorten,
 )
 from allocation.service_layer.backoff import Outage
 
@@ -36,7 +36,6 @@ INBOX = "inbox:broker"
 ACCEPTED: frozenset[type[commands.Command]] = frozenset(
     {commands.ChangeBatchQuantity, commands.CreateBatch, commands.Allocate}
 )
-_MAX_ID = 100
 
 
 class MalformedMessage(AllocationError):
@@ -48,29 +47,25 @@ class MalformedMessage(AllocationError):
 
 
 def parse(entry: Entry) -> commands.Command:
-    """The command an entry carries: fields ``name``, ``message_id``, ``payload``."""
+    """The command an entry carries: fields ``name``, ``message_id``, ``payload``.
+
+    The payload is decoded and validated by the command's own schema.
+    """
     fields = entry.fields
     name, message_id = fields.get("name"), fields.get("message_id")
     if not name:
         raise MalformedMessage("no 'name' field")
-    if not message_id or len(message_id) > _MAX_ID:
-        raise MalformedMessage("no usable 'message_id' field")
-    try:
-        kind = messages.message_class(name)
-    except KeyError:
-        raise MalformedMessage(f"unknown message name {name!r}") from None
+    if not message_id:
+        raise MalformedMessage("no 'message_id' field")
+    kind = messages.message_classes().get(name)
+    if kind is None:
+        raise MalformedMessage(f"unknown message name {shorten(name)}")
     if kind not in ACCEPTED:
-        raise MalformedMessage(f"{name!r} is not accepted from the broker")
+        raise MalformedMessage(f"{shorten(name)} is not accepted from the broker")
     try:
-        payload = json.loads(fields.get("payload", ""))
-    except json.JSONDecodeError as error:
-        raise MalformedMessage(f"payload is not JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise MalformedMessage("payload is not a JSON object")
-    try:
-        command = kind.from_payload(payload, message_id=message_id)
-    except (TypeError, ValueError) as error:
-        raise MalformedMessage(f"payload does not fit {name}: {error}") from None
+        command = kind.from_json(fields.get("payload", ""), message_id=message_id)
+    except AllocationError as error:
+        raise MalformedMessage(str(error)) from None
     assert isinstance(command, commands.Command)  # ACCEPTED holds commands only
     return command
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import anyio
 
 from allocation.adapters.locks import SubscriberLocks
-from allocation.domain import commands, events
+from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
 from allocation.service_layer import eager
 from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
@@ -120,17 +120,20 @@ class MessageBus:
 
     def subscribe(
         self,
-        event_type: type[events.Event],
+        event_type: type[events.Event] | str,
         handler: Callable[..., Awaitable[Any]],
         *,
         name: str | None = None,
     ) -> None:
         """Add ``handler`` for ``event_type``; it runs beside the others, isolated.
 
-        ``name`` (by default the function's name) is the subscriber's stable
-        identity in the event log's tracking: renaming it makes a new subscriber,
-        which starts from the end of the log.
+        ``event_type`` is an event class or its ``TYPE`` (``"user_registered"``, as
+        the article subscribes). ``name`` (by default the function's name) is the
+        subscriber's stable identity in the event log's tracking: renaming it makes
+        a new subscriber, which starts from the end of the log.
         """
+        if isinstance(event_type, str):
+            event_type = _event_class(event_type)
         if not (isinstance(event_type, type) and issubclass(event_type, events.Event)):
             raise TypeError(f"{event_type!r} is not an event class")
         subscriber = self._bind(handler, name=name)
@@ -360,6 +363,18 @@ class MessageBus:
         if len(self._completed) >= _COMPLETIONS_TO_FLUSH:
             with contextlib.suppress(Exception):  # kept and retried by the next flush
                 await self.flush_completions()
+
+
+def _event_class(type_name: str) -> type[events.Event]:
+    kind = messages.message_classes().get(type_name)
+    if kind is None or not issubclass(kind, events.Event):
+        known = ", ".join(
+            name
+            for name, cls in messages.message_classes().items()
+            if issubclass(cls, events.Event)
+        )
+        raise ValueError(f"{type_name!r} names no event; the events are: {known}")
+    return kind
 
 
 def _name_of(handler: Callable[..., Any]) -> str:

@@ -158,8 +158,7 @@ class AbstractUnitOfWork(abc.ABC):
             # The last event brings the aggregate to its current version.
             first_version = aggregate.version_number - len(aggregate.events) + 1
             for version, event in enumerate(aggregate.events, first_version):
-                stamped = dataclasses.replace(
-                    event,
+                stamped = event.stamped(
                     aggregate_version=version,
                     correlation_id=cause.chain_id if cause else event.correlation_id,
                     causation_id=cause.message_id if cause else event.causation_id,

@@ -25,6 +25,11 @@ class UserRegistered(Event):
     """A user was registered; ``name`` and ``email`` as in the article's payload."""
 
     TYPE = "user_registered"
+    EXAMPLE = {
+        "user_id": "6f1c2a9e-3b7d-4c55-9a41-2f8e0b6d7c13",
+        "name": "Иван",
+        "email": "ivan@example.com",
+    }
     user_id: values.UserId
     name: values.PersonName
     email: values.EmailAddress
@@ -34,6 +39,7 @@ class BatchCreated(Event):
     """A batch of stock was added to a product."""
 
     TYPE = "batch_created"
+    EXAMPLE = {"ref": "batch-001", "sku": "SMALL-TABLE", "qty": 20, "eta": None}
     ref: values.BatchRef
     sku: values.Sku
     qty: values.Quantity
@@ -44,6 +50,12 @@ class Allocated(Event):
     """An order line was allocated to a batch."""
 
     TYPE = "allocated"
+    EXAMPLE = {
+        "orderid": "order-1",
+        "sku": "SMALL-TABLE",
+        "qty": 2,
+        "batchref": "batch-001",
+    }
     orderid: values.OrderId
     sku: values.Sku
     qty: values.OrderQuantity
@@ -54,6 +66,12 @@ class Deallocated(Event):
     """An order line was taken off a batch and needs allocating again."""
 
     TYPE = "deallocated"
+    EXAMPLE = {
+        "orderid": "order-1",
+        "sku": "SMALL-TABLE",
+        "qty": 2,
+        "batchref": "batch-001",
+    }
     orderid: values.OrderId
     sku: values.Sku
     qty: values.OrderQuantity
@@ -64,6 +82,7 @@ class BatchQuantityChanged(Event):
     """A batch's purchased quantity was set to ``qty``."""
 
     TYPE = "batch_quantity_changed"
+    EXAMPLE = {"ref": "batch-001", "sku": "SMALL-TABLE", "qty": 5}
     ref: values.BatchRef
     sku: values.Sku
     qty: values.Quantity
@@ -73,6 +92,7 @@ class OutOfStock(Event):
     """No batch of ``sku`` could take an order line; the stock desk is told."""
 
     TYPE = "out_of_stock"
+    EXAMPLE = {"sku": "SMALL-TABLE", "orderid": "order-2", "qty": 30}
     sku: values.Sku
     orderid: values.OrderId
     qty: values.OrderQuantity

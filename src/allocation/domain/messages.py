@@ -73,6 +73,7 @@ class Message(pydantic.BaseModel):
     UPCASTERS: ClassVar[Mapping[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
     PAYLOAD_FIELDS: ClassVar[tuple[str, ...]] = ()
     _PAYLOAD_SET: ClassVar[frozenset[str]] = frozenset()
+    _ENVELOPE_FIELDS: ClassVar[frozenset[str]] = frozenset()
     _registry: ClassVar[dict[str, type[Message]]] = {}
 
     message_id: values.MessageId = pydantic.Field(
@@ -85,7 +86,9 @@ class Message(pydantic.BaseModel):
         if args:
             _add_positional(type(self), args, fields)
         try:
-            super().__init__(**fields)
+            # What BaseModel.__init__ does, without its extra frame: every command
+            # and event passes here.
+            self.__pydantic_validator__.validate_python(fields, self_instance=self)
         except pydantic.ValidationError as error:
             raise _invalid(type(self), error) from None
 
@@ -102,6 +105,9 @@ class Message(pydantic.BaseModel):
         )
         type.__setattr__(cls, "PAYLOAD_FIELDS", payload)
         type.__setattr__(cls, "_PAYLOAD_SET", frozenset(payload))
+        type.__setattr__(
+            cls, "_ENVELOPE_FIELDS", METADATA_FIELDS.intersection(cls.model_fields)
+        )
         if not cls.TYPE:
             return
         known = Message._registry.get(cls.TYPE)
@@ -146,8 +152,22 @@ class Message(pydantic.BaseModel):
         return self.model_dump_json(include=set(self._PAYLOAD_SET))
 
     def stamped(self, **envelope: Any) -> Self:
-        """A copy with envelope fields set (ids, the aggregate version)."""
-        return self.model_copy(update=envelope)
+        """A copy with envelope fields set (ids, the aggregate version).
+
+        The envelope's values are the unit of work's own (ids it read, versions it
+        counted), so they are set as they are, like ``model_copy(update=...)`` does,
+        without its generic bookkeeping: every logged event is stamped.
+        """
+        copy = self.__class__.__new__(self.__class__)
+        object.__setattr__(copy, "__dict__", {**self.__dict__, **envelope})
+        object.__setattr__(
+            copy,
+            "__pydantic_fields_set__",
+            self.__pydantic_fields_set__ | envelope.keys(),
+        )
+        object.__setattr__(copy, "__pydantic_extra__", None)
+        object.__setattr__(copy, "__pydantic_private__", None)
+        return copy
 
     @classmethod
     def payload_schema(cls) -> dict[str, Any]:
@@ -188,7 +208,6 @@ class Message(pydantic.BaseModel):
             payload_json = _upcast(cls, payload_json, schema_version)
         try:
             message = cls.model_validate_json(payload_json)
-            checked = _Envelope.model_validate(envelope)
         except pydantic.ValidationError as error:
             raise _invalid(cls, error) from None
         smuggled = message.model_fields_set & METADATA_FIELDS
@@ -196,7 +215,7 @@ class Message(pydantic.BaseModel):
             raise InvalidMessage(
                 cls.TYPE, [f"{name}: not a payload field" for name in sorted(smuggled)]
             )
-        return message.model_copy(update=checked.model_dump(exclude_unset=True))
+        return message.stamped(**_checked_envelope(cls, envelope))
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], **envelope: object) -> Self:
@@ -204,17 +223,27 @@ class Message(pydantic.BaseModel):
         return cls.from_json(json.dumps(dict(payload)), schema_version=None, **envelope)
 
 
-class _Envelope(pydantic.BaseModel):
-    """The envelope fields of a decoded message, checked like the message's own."""
-
-    model_config = pydantic.ConfigDict(
-        strict=True, extra="forbid", hide_input_in_errors=True
-    )
-
-    message_id: values.MessageId | None = None
-    correlation_id: values.MessageId | None = None
-    causation_id: values.MessageId | None = None
-    aggregate_version: int | None = pydantic.Field(default=None, ge=1)
+def _checked_envelope(
+    cls: type[Message], envelope: Mapping[str, object]
+) -> dict[str, object]:
+    """The envelope of a decoded message, held to the rules of its fields."""
+    checked: dict[str, object] = {}
+    for name, value in envelope.items():
+        if name not in cls._ENVELOPE_FIELDS:
+            raise InvalidMessage(cls.TYPE, [f"{name}: not an envelope field"])
+        if value is None and name != "message_id":
+            checked[name] = None
+        elif name == "aggregate_version":
+            if type(value) is not int or value < 1:
+                raise InvalidMessage(cls.TYPE, [f"{name}: not a version (1 or more)"])
+            checked[name] = value
+        elif isinstance(value, str):
+            checked[name] = values.check_identifier(
+                name.replace("_", " "), value, values.MAX_USER_ID
+            )
+        else:
+            raise InvalidMessage(cls.TYPE, [f"{name}: not text"])
+    return checked
 
 
 def _registry() -> dict[str, type[Message]]:

@@ -66,6 +66,15 @@ def check_quantity(qty: object, *, minimum: int) -> int:
 
 def check_name(name: str) -> str:
     """Return ``name`` trimmed and in NFC, or raise InvalidName."""
+    if (
+        type(name) is str
+        and 0 < len(name) <= MAX_NAME
+        and name.isprintable()  # no control character, nor any whitespace but " "
+        and name[0] != " "
+        and name[-1] != " "
+        and (name.isascii() or unicodedata.is_normalized("NFC", name))
+    ):
+        return name  # the common case, decided without a regex
 
     # Surrounding whitespace (a newline pasted along) is trimmed; inside, a control
     # character is refused.

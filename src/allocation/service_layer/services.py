@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, cast
 
-from allocation.domain import commands
+from allocation.domain import commands, messages
 
 if TYPE_CHECKING:
     import datetime
@@ -20,7 +19,7 @@ async def register_user(bus: MessageBus, name: str, email: str) -> str:
         InvalidName, InvalidEmail: the input is unusable.
         EmailAlreadyRegistered: another user has this email (compared lower-cased).
     """
-    user_id = str(uuid.uuid4())
+    user_id = messages.new_message_id()  # a UUID4, as every id here
     await bus.handle(commands.RegisterUser(user_id=user_id, name=name, email=email))
     return user_id
 

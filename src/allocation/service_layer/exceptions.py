@@ -11,7 +11,7 @@ AllocationError
 
 from __future__ import annotations
 
-from allocation.domain.exceptions import AllocationError
+from allocation.domain.exceptions import AllocationError, shorten
 
 
 class InvalidSku(AllocationError):
@@ -19,7 +19,7 @@ class InvalidSku(AllocationError):
 
     def __init__(self, sku: str) -> None:
         self.sku = sku
-        super().__init__(f"invalid sku {sku!r}: no batch holds it")
+        super().__init__(f"invalid sku {shorten(sku)}: no batch holds it")
 
 
 class UnknownBatch(AllocationError):
@@ -27,7 +27,7 @@ class UnknownBatch(AllocationError):
 
     def __init__(self, reference: str) -> None:
         self.reference = reference
-        super().__init__(f"unknown batch {reference!r}")
+        super().__init__(f"unknown batch {shorten(reference)}")
 
 
 class UnknownSubscriber(AllocationError):
@@ -63,4 +63,6 @@ class UnknownMessage(AllocationError):
 
     def __init__(self, message: object) -> None:
         self.message = message
-        super().__init__(f"no handler for {type(message).__name__}: {message!r}")
+        super().__init__(
+            f"no handler for {type(message).__name__}: {shorten(message)}"
+        )

@@ -491,3 +491,14 @@ async def test_fake_unit_of_work_holds_no_events_once_handled(app: App) -> None:
     await run_many_commands(app.bus, 20)
 
     assert app.uow.collect_new_events() == []
+
+
+async def test_an_unknown_sku_error_quotes_at_most_about_eighty_characters(
+    app: App,
+) -> None:
+    """Issue 8: error lines echoed the whole input."""
+    with pytest.raises(InvalidSku) as caught:
+        await services.allocate(app.bus, "o1", "x" * 255, 1)
+
+    assert "255 characters" in str(caught.value)
+    assert len(str(caught.value)) < 150

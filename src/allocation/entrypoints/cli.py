@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import datetime
+import importlib.metadata
 import logging
 import sys
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 
 from allocation import config, views
 from allocation.adapters import database, migrations
 from allocation.bootstrap import bootstrap
-from allocation.domain import model
-from allocation.domain.exceptions import (
-    AllocationError,
-    EmailAlreadyRegistered,
-    InvalidQuantity,
-)
-from allocation.entrypoints import cli_log, cli_messages
+from allocation.domain import values
+from allocation.domain.exceptions import AllocationError, EmailAlreadyRegistered
+from allocation.entrypoints import cli_args, cli_log, cli_messages
 from allocation.service_layer import services
 
 if TYPE_CHECKING:
@@ -32,7 +28,22 @@ DEMO_USERS = (("Иван", "ivan@example.com"), ("Мария", "maria@example.co
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports a usage error in one line instead of a usage dump."""
+    """argparse that reports a usage error in one line instead of a usage dump.
+
+    Every parser, subcommands' included, takes ``-v``: ``allocation db upgrade -v``
+    works as well as ``allocation -v db upgrade``. Its default is left out of the
+    subcommands' namespaces, so a ``-v`` given before the subcommand stays set.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="log details (anywhere on the line)",
+        )
 
     def error(self, message: str) -> NoReturn:
         print(
@@ -41,46 +52,18 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _quantity(minimum: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            return model.check_quantity(int(raw), minimum=minimum)
-        except (ValueError, InvalidQuantity):
-            raise argparse.ArgumentTypeError(
-                str(InvalidQuantity(raw, minimum=minimum, maximum=model.MAX_QUANTITY))
-            ) from None
-
-    return parse
-
-
-def _whole_number(raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(
-            f"invalid number {raw!r}: must be a whole number >= 0"
-        )
-    return value
-
-
-def _date(raw: str) -> datetime.date:
-    try:
-        return datetime.date.fromisoformat(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid date {raw!r}: expected YYYY-MM-DD"
-        ) from None
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="allocation",
         description="Event-driven allocation and users service (Cosmic Python on AnyIO).",
         epilog="The database is DATABASE_URL (default: allocation.db in this directory).",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log details")
+    parser.set_defaults(verbose=False)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s {importlib.metadata.version('allocation')}",
+    )
     commands = parser.add_subparsers(
         dest="command", required=True, parser_class=_Parser
     )
@@ -92,37 +75,73 @@ def _build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database schema upkeep")
     db_actions = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
     upgrade = db_actions.add_parser("upgrade", help="migrate up (to head by default)")
-    upgrade.add_argument("revision", nargs="?", default="head")
+    upgrade.add_argument(
+        "revision",
+        nargs="?",
+        default="head",
+        metavar="REVISION",
+        help="an alembic revision id, or head (the default)",
+    )
     downgrade = db_actions.add_parser("downgrade", help="migrate down to REVISION")
-    downgrade.add_argument("revision")
+    downgrade.add_argument(
+        "revision",
+        metavar="REVISION",
+        help="an alembic revision id, or base (no schema: drops every table)",
+    )
     db_actions.add_parser("current", help="show the revision the database is at")
 
     register = commands.add_parser("register-user", help="register a user")
-    register.add_argument("name")
-    register.add_argument("email")
+    register.add_argument("name", metavar="NAME", help="the user's name")
+    register.add_argument(
+        "email", metavar="EMAIL", help="the user's email (unique, any case)"
+    )
 
     add_batch = commands.add_parser("add-batch", help="add a batch of stock")
-    add_batch.add_argument("ref")
-    add_batch.add_argument("sku")
-    add_batch.add_argument("qty", type=_quantity(0))
-    add_batch.add_argument("--eta", type=_date, help="arrival date, YYYY-MM-DD")
+    add_batch.add_argument("ref", metavar="REF", help="the new batch's reference")
+    add_batch.add_argument("sku", metavar="SKU", help="the stock-keeping unit it holds")
+    add_batch.add_argument(
+        "qty",
+        type=cli_args.quantity(0),
+        metavar="QTY",
+        help=f"units in the batch, a whole number from 0 to {values.MAX_QUANTITY}",
+    )
+    add_batch.add_argument("--eta", type=cli_args.date, help="arrival date, YYYY-MM-DD")
 
     allocate = commands.add_parser("allocate", help="allocate an order line")
-    allocate.add_argument("orderid")
-    allocate.add_argument("sku")
-    allocate.add_argument("qty", type=_quantity(1))
+    allocate.add_argument("orderid", metavar="ORDERID", help="the order's id")
+    allocate.add_argument("sku", metavar="SKU", help="the stock-keeping unit ordered")
+    allocate.add_argument(
+        "qty",
+        type=cli_args.quantity(1),
+        metavar="QTY",
+        help=f"units ordered, a whole number from 1 to {values.MAX_QUANTITY}",
+    )
 
     change = commands.add_parser(
         "change-batch-quantity",
         help="set a batch's quantity (reallocates what no longer fits)",
     )
-    change.add_argument("ref")
-    change.add_argument("qty", type=_quantity(0))
+    change.add_argument("ref", metavar="REF", help="the batch's reference")
+    change.add_argument(
+        "qty",
+        type=cli_args.quantity(0),
+        metavar="QTY",
+        help=f"its new quantity, a whole number from 0 to {values.MAX_QUANTITY}",
+    )
 
     allocations = commands.add_parser("allocations", help="show an order's allocations")
-    allocations.add_argument("orderid")
-    cli_log.add_parsers(commands, _whole_number)
+    allocations.add_argument("orderid", metavar="ORDERID", help="the order's id")
+    cli_log.add_parsers(commands)
     cli_messages.add_parsers(commands)
+
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script",
+        description='Add to ~/.bashrc: eval "$(allocation completion bash)"',
+    )
+    completion.add_argument(
+        "shell", choices=("bash", "zsh"), metavar="SHELL", help="bash or zsh"
+    )
     return parser
 
 
@@ -213,6 +232,15 @@ async def _allocations(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _completion(args: argparse.Namespace) -> int:
+    # Generated from the parser itself, so it never lags behind the commands.
+    # shtab is loaded only here: every other command starts without it.
+    import shtab
+
+    print(shtab.complete(_build_parser(), shell=args.shell), end="")
+    return 0
+
+
 _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "demo": _demo,
     "db": _db,
@@ -221,6 +249,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "allocate": _allocate,
     "change-batch-quantity": _change_batch_quantity,
     "allocations": _allocations,
+    "completion": _completion,
     **cli_log.ACTIONS,
     **cli_messages.ACTIONS,
 }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -13,38 +15,67 @@ import anyio
 
 from allocation import config
 from allocation.bootstrap import bootstrap
+from allocation.entrypoints import cli_args
 from allocation.service_layer import catchup
 from allocation.service_layer.verify import verify
 
 if TYPE_CHECKING:
     import argparse
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterator
 
     from allocation.adapters.eventlog import LoggedEvent
 
 
-def add_parsers(commands: argparse._SubParsersAction[Any], positive: Any) -> None:
+def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
     """Add the event-log subcommands to the ``allocation`` parser."""
+    position = cli_args.whole_number(
+        "position", minimum=0, maximum=cli_args.MAX_POSITION
+    )
     events = commands.add_parser("events", help="the event log")
     events_actions = events.add_subparsers(dest="action", required=True)
     listing = events_actions.add_parser("list", help="show logged events, oldest first")
     listing.add_argument(
-        "--after", type=positive, default=0, help="after this position"
+        "--after",
+        type=position,
+        default=0,
+        metavar="N",
+        help=f"after this position, from 0 to {cli_args.MAX_POSITION}",
     )
-    listing.add_argument("--name", help="only events of this name, e.g. allocated")
-    listing.add_argument("--limit", type=positive, help="at most this many")
+    listing.add_argument(
+        "--name",
+        type=cli_args.event_name,
+        # The type explains a wrong name; the choices feed shell completion.
+        choices=cli_args.event_names(),
+        metavar="NAME",
+        help="only events of this name, snake_case: "
+        + ", ".join(cli_args.event_names()),
+    )
+    listing.add_argument(
+        "--limit",
+        type=cli_args.whole_number("limit", minimum=0, maximum=cli_args.MAX_POSITION),
+        metavar="N",
+        help=f"at most this many, from 0 to {cli_args.MAX_POSITION}",
+    )
     listing.add_argument("--json", action="store_true", help="one JSON object a line")
 
     letters = commands.add_parser("dead-letters", help="messages handlers gave up on")
     letters_actions = letters.add_subparsers(dest="action", required=True)
     letters_actions.add_parser("list", help="show the dead letters")
+    dead_letter_id = cli_args.whole_number(
+        "dead-letter id", minimum=1, maximum=cli_args.MAX_DEAD_LETTER_ID
+    )
+    id_help = f"a dead letter's id, as listed (1 to {cli_args.MAX_DEAD_LETTER_ID})"
     retry = letters_actions.add_parser("retry", help="deliver one again")
-    retry.add_argument("id", type=positive)
+    retry.add_argument("id", type=dead_letter_id, metavar="ID", help=id_help)
     discard = letters_actions.add_parser("discard", help="give up on one for good")
-    discard.add_argument("id", type=positive)
+    discard.add_argument("id", type=dead_letter_id, metavar="ID", help=id_help)
 
     replay = commands.add_parser("replay", help="rebuild a read model from the log")
-    replay.add_argument("subscriber", help="allocations_view or users_view")
+    replay.add_argument(
+        "subscriber",
+        metavar="SUBSCRIBER",
+        help="the read model's name: allocations_view or users_view",
+    )
 
     commands.add_parser("verify", help="compare the folded log with the stored state")
     worker = commands.add_parser(
@@ -135,17 +166,26 @@ async def _dead_letters(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
-    def show(position: int, total: int) -> None:
-        width = 30
-        done = width * position // total if total else width
-        bar = "#" * done + "-" * (width - done)
-        print(f"\r[{bar}] position {position}/{total}", end="", file=sys.stderr)
-
-    async with bootstrap(catch_up=False) as bus:
-        applied = await catchup.replay(bus, args.subscriber, progress=show)
-    print(file=sys.stderr)
+    with _progress("replay") as show:
+        shown = None if show is None else functools.partial(show, args.subscriber)
+        async with bootstrap(catch_up=False) as bus:
+            applied = await catchup.replay(bus, args.subscriber, progress=shown)
     print(f"replayed {args.subscriber}: {applied} events applied")
     return 0
+
+
+@contextlib.contextmanager
+def _progress(verb: str) -> Iterator[Callable[[str, int, int], None] | None]:
+    """Progress bars on stderr when it is a terminal; None (no bars) otherwise."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    # rich is loaded only to draw on a terminal: output to a pipe or a file has no
+    # bars, and those runs start without it.
+    from allocation.entrypoints import cli_progress
+
+    with cli_progress.bars(verb) as show:
+        yield show
 
 
 async def _verify(args: argparse.Namespace) -> int:
@@ -192,8 +232,9 @@ async def _worker(args: argparse.Namespace) -> int:
 
 
 async def _catch_up(args: argparse.Namespace) -> int:
-    async with bootstrap(catch_up=False) as bus:
-        delivered = await catchup.catch_up(bus)
+    with _progress("catch-up") as show:
+        async with bootstrap(catch_up=False) as bus:
+            delivered = await catchup.catch_up(bus, progress=show)
     print(f"catch-up delivered {delivered} events")
     return 0
 

@@ -8,6 +8,7 @@ order and in batches, so memory does not grow with the log.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -35,8 +36,14 @@ async def catch_up(
     *,
     batch_size: int = 500,
     subscribers: Collection[str] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> int:
-    """One pass over every subscriber (or those named); returns events delivered."""
+    """One pass over every subscriber (or those named); returns events delivered.
+
+    ``progress(subscriber, position, last)``, when given, is called as a subscriber
+    starts and after each of its batches, with the log position it has reached and
+    the log's last position.
+    """
     await bus.flush_completions()
     delivered = 0
     for name, handlers in bus.subscriptions().items():
@@ -45,11 +52,16 @@ async def catch_up(
         async with bus.locks.hold(name) as held:
             if not held:
                 continue  # another pass (here or in another worker) has it in hand
+            shown = None if progress is None else functools.partial(progress, name)
             projection = bus.projections.get(name)
             if projection is not None:
-                delivered += await _catch_up_projection(bus, projection, batch_size)
+                delivered += await _catch_up_projection(
+                    bus, projection, batch_size, shown
+                )
             else:
-                delivered += await _catch_up_handler(bus, name, handlers, batch_size)
+                delivered += await _catch_up_handler(
+                    bus, name, handlers, batch_size, shown
+                )
     return delivered
 
 
@@ -76,11 +88,12 @@ async def replay(
     """Rebuild the projection ``name`` from the whole log; returns events applied.
 
     It empties the read model and forgets what it had handled, then applies every
-    event in log order. Interrupted, it can simply be run again.
+    event in log order. Interrupted, it can simply be run again. ``progress``, when
+    given, is called as catch_up's is, without the name.
     """
     projection = bus.projections.get(name)
     if projection is None:
-        raise UnknownSubscriber(name)
+        raise UnknownSubscriber(name, known=sorted(bus.projections))
     async with bus.locks.hold(name) as held:
         if not held:
             raise SubscriberBusy(name)
@@ -173,11 +186,16 @@ async def _pending(
 
 
 async def _catch_up_handler(
-    bus: MessageBus, name: str, handlers: dict[str, Subscriber], batch_size: int
+    bus: MessageBus,
+    name: str,
+    handlers: dict[str, Subscriber],
+    batch_size: int,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
     checkpoint = await _start_position(bus, name, from_start=False)
     if checkpoint is None:
         return 0
+    show = await _progress_shower(bus, checkpoint, progress)
     delivered = 0
     names = frozenset(handlers)
     while True:
@@ -191,6 +209,7 @@ async def _catch_up_handler(
                 await uow.event_log.set_checkpoint(name, reached)
                 await uow.commit()
             checkpoint = reached
+        show(checkpoint, more)
         if not more:
             return delivered
 
@@ -203,11 +222,8 @@ async def _catch_up_projection(
 ) -> int:
     name = projection.name
     checkpoint = await _start_position(bus, name, from_start=True) or 0
+    show = await _progress_shower(bus, checkpoint, progress)
     applied = 0
-    total = 0
-    if progress is not None:
-        async with bus.uow_factory() as uow:
-            total = await uow.event_log.last_position()
     while True:
         todo, reached, more = await _pending(
             bus, name, projection.event_names, checkpoint, batch_size
@@ -228,9 +244,27 @@ async def _catch_up_projection(
             continue  # the fast path got there meanwhile: read the batch again
         applied += len(todo)
         checkpoint = reached
-        if progress is not None:
-            # The last events of the log may be of other names: done means done.
-            shown = checkpoint if more else max(total, checkpoint)
-            progress(shown, max(total, checkpoint))
+        show(checkpoint, more)
         if not more:
             return applied
+
+
+async def _progress_shower(
+    bus: MessageBus, start: int, progress: Callable[[int, int], None] | None
+) -> Callable[[int, bool], None]:
+    """Report ``start`` to ``progress``; return what reports each batch's end."""
+    if progress is None:
+        return _show_nothing
+    async with bus.uow_factory() as uow:
+        total = max(await uow.event_log.last_position(), start)
+    progress(start, total)
+
+    def show(position: int, more: bool) -> None:
+        # The last events of the log may be of other names: done means done.
+        progress(position if more else max(total, position), max(total, position))
+
+    return show
+
+
+def _show_nothing(position: int, more: bool) -> None:
+    pass

@@ -11,7 +11,12 @@ AllocationError
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from allocation.domain.exceptions import AllocationError, shorten
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class InvalidSku(AllocationError):
@@ -31,13 +36,24 @@ class UnknownBatch(AllocationError):
 
 
 class UnknownSubscriber(AllocationError):
-    """Raised when a subscriber name is unknown, or takes no events of that type."""
+    """Raised when a subscriber name is unknown, or takes no events of that type.
 
-    def __init__(self, name: str, event_type: str | None = None) -> None:
+    ``known``, when given, lists the valid names, and the message says them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        event_type: str | None = None,
+        *,
+        known: Sequence[str] = (),
+    ) -> None:
         self.name = name
         self.event_type = event_type
+        self.known = tuple(known)
         what = f" for {event_type}" if event_type else ""
-        super().__init__(f"no subscriber {name!r}{what}")
+        valid = f": valid names: {', '.join(self.known)}" if self.known else ""
+        super().__init__(f"no subscriber {shorten(name)}{what}{valid}")
 
 
 class UnknownDeadLetter(AllocationError):

@@ -111,6 +111,16 @@ def test_a_payload_that_does_not_fit_is_refused_on_decoding(
         messages.decode("create_batch", payload, message_id="m-1")
 
 
+def test_an_unknown_field_with_a_huge_name_makes_a_short_error() -> None:
+    huge = "x" * 1_000_000
+    payload = f'{{"ref": "b1", "sku": "L", "qty": 1, "{huge}": 1}}'
+
+    with pytest.raises(exceptions.InvalidMessage) as caught:
+        messages.decode("create_batch", payload, message_id="m-1")
+
+    assert len(str(caught.value)) < 200
+
+
 def test_a_name_no_message_has_is_refused_on_decoding() -> None:
     with pytest.raises(exceptions.InvalidMessage, match="no message has this name"):
         messages.decode("drop_tables", "{}", message_id="m-1")

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Self
 import pydantic
 
 from allocation.domain import values
-from allocation.domain.exceptions import InvalidMessage
+from allocation.domain.exceptions import InvalidMessage, shorten
 
 # Envelope fields: they travel with a message but are not part of its payload, and
 # two messages with the same payload are equal whatever their ids.
@@ -329,6 +329,8 @@ def _invalid(
     problems = []
     for detail in error.errors(include_url=False, include_input=False)[:_MAX_PROBLEMS]:
         where = ".".join(str(part) for part in detail["loc"]) or "payload"
+        # A field name comes from outside too: {"x" * 20_000_000: 1} is a payload.
+        where = where if len(where) <= 40 else shorten(where, 40)
         problems.append(f"{where}: {_explain(detail)}")
     if error.error_count() > _MAX_PROBLEMS:
         problems.append(f"and {error.error_count() - _MAX_PROBLEMS} more")

@@ -19,7 +19,7 @@ from allocation.domain.exceptions import (
     EmailAlreadyRegistered,
     InvalidQuantity,
 )
-from allocation.entrypoints import cli_log
+from allocation.entrypoints import cli_broker, cli_log
 from allocation.service_layer import services
 
 if TYPE_CHECKING:
@@ -122,6 +122,7 @@ def _build_parser() -> argparse.ArgumentParser:
     allocations = commands.add_parser("allocations", help="show an order's allocations")
     allocations.add_argument("orderid")
     cli_log.add_parsers(commands, _whole_number)
+    cli_broker.add_parsers(commands)
     return parser
 
 
@@ -221,6 +222,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "change-batch-quantity": _change_batch_quantity,
     "allocations": _allocations,
     **cli_log.ACTIONS,
+    **cli_broker.ACTIONS,
 }
 
 

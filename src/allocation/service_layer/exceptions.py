@@ -11,7 +11,7 @@ AllocationError
 
 from __future__ import annotations
 
-from allocation.domain.exceptions import AllocationError
+from allocation.domain.exceptions import AllocationError, shorten
 
 
 class InvalidSku(AllocationError):
@@ -41,11 +41,14 @@ class UnknownSubscriber(AllocationError):
 
 
 class UnknownDeadLetter(AllocationError):
-    """Raised when a dead-letter id names no dead letter."""
+    """Raised when a dead-letter id names no dead letter (of the event log, or of
+    the broker's dead-letter stream ``where``)."""
 
-    def __init__(self, dead_letter_id: int) -> None:
+    def __init__(self, dead_letter_id: int | str, where: str | None = None) -> None:
         self.dead_letter_id = dead_letter_id
-        super().__init__(f"no dead letter with id {dead_letter_id}")
+        self.where = where
+        place = f" in {shorten(where)}" if where else ""
+        super().__init__(f"no dead letter with id {shorten(dead_letter_id)}{place}")
 
 
 class SubscriberBusy(AllocationError):

@@ -9,64 +9,31 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import pytest
-import redis.asyncio as redis
 
-from allocation.adapters.broker import RedisCommandStream
 from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import consumer
-from tests.conftest import random_batchref, random_sku, service_missing
-from tests.integration.conftest import REDIS_URL
+from tests.integration.command_stream import Commands, create_batch, in_inbox
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Collection
+    from collections.abc import AsyncIterator
 
+    import redis.asyncio as redis
+
+    from allocation.adapters.broker import RedisCommandStream
     from allocation.domain.messages import Message
     from allocation.service_layer.messagebus import MessageBus
 
 CONSUMER_LOG = "allocation.service_layer.consumer"
 
 
-class Commands:
-    """A command stream of the test's own, written and inspected in bytes."""
-
-    def __init__(self, client: redis.Redis, name: str) -> None:
-        self.client = client
-        self.name = name
-        self.dead = f"{name}:dead"
-
-    def consumer(self, name: str = "consumer-a") -> RedisCommandStream:
-        return RedisCommandStream(REDIS_URL, self.name, "allocation", name)
-
-    async def add(self, fields: dict[str, str] | dict[bytes, bytes]) -> str:
-        entry_id: bytes = await self.client.xadd(self.name, fields)  # type: ignore[arg-type]  # str or bytes fields
-        return entry_id.decode()
-
-    async def pending(self) -> int:
-        summary: dict[str, Any] = await self.client.xpending(self.name, "allocation")
-        return int(summary["pending"])
-
-    async def dead_letters(self) -> list[tuple[str, dict[bytes, bytes]]]:
-        entries: list[tuple[bytes, dict[bytes, bytes]]] = await self.client.xrange(
-            self.dead
-        )
-        return [(entry_id.decode(), fields) for entry_id, fields in entries]
-
-
 @pytest.fixture
-async def commands() -> AsyncIterator[Commands]:
-    client = redis.Redis.from_url(REDIS_URL)
+async def commands(raw_redis_client: redis.Redis) -> AsyncIterator[Commands]:
     name = f"test:commands:{uuid.uuid4().hex[:8]}"
     try:
-        await client.ping()
-    except (redis.ConnectionError, OSError) as error:
-        await client.aclose()
-        service_missing(f"Redis at {REDIS_URL} does not answer: {error}")
-    try:
-        yield Commands(client, name)
+        yield Commands(raw_redis_client, name)
     finally:
-        await client.delete(name, f"{name}:dead")
-        await client.aclose()
+        await raw_redis_client.delete(name, f"{name}:dead")
 
 
 @pytest.fixture
@@ -76,23 +43,6 @@ async def stream(commands: Commands) -> AsyncIterator[RedisCommandStream]:
         yield consumer_stream
     finally:
         await consumer_stream.aclose()
-
-
-def create_batch(
-    ref: str | None = None, *, message_id: str | None = None, **payload: object
-) -> dict[str, str]:
-    return {
-        "name": "create_batch",
-        "message_id": message_id or str(uuid.uuid4()),
-        "payload": json.dumps(
-            {"ref": ref or random_batchref(), "sku": random_sku(), "qty": 5, **payload}
-        ),
-    }
-
-
-async def in_inbox(bus: MessageBus, message_ids: Collection[str]) -> set[str]:
-    async with bus.uow_factory() as uow:
-        return await uow.event_log.processed_among(consumer.INBOX, message_ids)
 
 
 class LineHeard(logging.Handler):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from allocation.adapters.exceptions import DatabaseUnavailable
+from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import consumer
 from tests.integration.command_stream import Commands, create_batch, in_inbox
@@ -20,8 +20,8 @@ if TYPE_CHECKING:
 
     import redis.asyncio as redis
 
-    from allocation.adapters.broker import RedisCommandStream
-    from allocation.domain.messages import Message
+    from allocation.adapters.broker import Entry, RedisCommandStream
+    from allocation.domain.commands import Command
     from allocation.service_layer.messagebus import MessageBus
 
 CONSUMER_LOG = "allocation.service_layer.consumer"
@@ -148,7 +148,7 @@ async def test_a_failure_nobody_foresaw_is_dead_lettered_with_its_traceback(
 ) -> None:
     handle = bus.handle
 
-    async def broken(message: Message, **options: Any) -> Any:
+    async def broken(message: Command, **options: Any) -> Any:
         if message.message_id == bad["message_id"]:
             raise RuntimeError("bug\n" + "y" * 10_000)
         return await handle(message, **options)
@@ -171,6 +171,36 @@ async def test_a_failure_nobody_foresaw_is_dead_lettered_with_its_traceback(
     assert record.exc_info is not None
 
 
+async def test_an_entry_that_fails_to_parse_unforeseen_holds_up_nothing(
+    bus: MessageBus,
+    commands: Commands,
+    stream: RedisCommandStream,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    parse = consumer.parse
+
+    def fragile(entry: Entry) -> Command:
+        if entry.fields.get("message_id") == bad["message_id"]:
+            raise RecursionError("too deep")
+        return parse(entry)
+
+    monkeypatch.setattr(consumer, "parse", fragile)
+    bad, good = create_batch(), create_batch()
+    bad_id = await commands.add(bad)
+    await commands.add(good)
+
+    with caplog.at_level(logging.WARNING, logger=CONSUMER_LOG):
+        outcomes = await consumer.consume_once(bus, stream, block_ms=100)
+
+    assert outcomes == ["dead-lettered", "handled"]
+    [record] = [r for r in caplog.records if r.name == CONSUMER_LOG]
+    assert record.getMessage() == (
+        f"entry {bad_id} dead-lettered: malformed: RecursionError: too deep"
+    )
+    assert record.exc_info is not None
+
+
 async def test_a_transient_failure_leaves_its_entry_and_the_later_ones_for_the_next_pass(
     bus: MessageBus,
     commands: Commands,
@@ -182,7 +212,7 @@ async def test_a_transient_failure_leaves_its_entry_and_the_later_ones_for_the_n
     handle = bus.handle
     failures = [DatabaseUnavailable("db://test", "down on purpose")]
 
-    async def down_once(message: Message, **options: Any) -> Any:
+    async def down_once(message: Command, **options: Any) -> Any:
         if message.message_id == flaky["message_id"] and failures:
             raise failures.pop()
         return await handle(message, **options)
@@ -216,7 +246,7 @@ async def test_a_race_lost_too_often_is_retried_after_a_back_off(
     handle = bus.handle
     conflicts = [ConcurrencyConflict("product"), ConcurrencyConflict("product")]
 
-    async def contended(message: Message, **options: Any) -> Any:
+    async def contended(message: Command, **options: Any) -> Any:
         if message.message_id == contested["message_id"] and conflicts:
             raise conflicts.pop()
         return await handle(message, **options)
@@ -337,3 +367,15 @@ async def test_a_consumer_leaves_the_group_unless_it_holds_unacknowledged_entrie
     assert [(member["name"], member["pending"]) for member in members] == [
         (b"holding", 1)
     ]
+
+
+async def test_a_consumer_group_that_vanished_is_created_again(
+    bus: MessageBus, commands: Commands, stream: RedisCommandStream
+) -> None:
+    await commands.add(create_batch())
+    assert await consumer.consume_once(bus, stream, block_ms=10) == ["handled"]
+    await commands.client.delete(commands.name)  # as a Redis restarted without data
+    await commands.add(create_batch())
+    with pytest.raises(BrokerUnavailable, match="the consumer group is gone"):
+        await consumer.consume_once(bus, stream, block_ms=10)
+    assert await consumer.consume_once(bus, stream, block_ms=10) == ["handled"]

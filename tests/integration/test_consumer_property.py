@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 # Stands for a valid create_batch, made afresh in each example.
 VALID = "valid"
 
-_TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=30)
+_TEXT = st.text(st.characters(codec="utf-8"), max_size=30)  # any text Redis can hold
 _RANDOM_BYTES = st.dictionaries(
     st.binary(max_size=12), st.binary(max_size=60), min_size=1, max_size=4
 )

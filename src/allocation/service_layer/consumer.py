@@ -128,6 +128,11 @@ def _parse(entry: Entry) -> commands.Command | MalformedMessage:
         return parse(entry)
     except MalformedMessage as error:
         return error
+    except Exception as error:  # noqa: BLE001 - an entry's boundary
+        # Raised, it would fail every pass and hold up every entry after this one.
+        unforeseen = MalformedMessage(f"{type(error).__name__}: {error}")
+        unforeseen.__cause__ = error
+        return unforeseen
 
 
 async def _in_inbox(bus: MessageBus, message_ids: Collection[str]) -> set[str]:
@@ -146,7 +151,9 @@ async def _settle(
     handled_before: set[str],
 ) -> str:
     if isinstance(parsed, MalformedMessage):
-        return await _dead_letter(stream, entry, f"malformed: {parsed}")
+        return await _dead_letter(
+            stream, entry, f"malformed: {parsed}", parsed.__cause__
+        )
     if parsed.message_id in handled_before:
         # Handling it again could only be refused (a batch that already exists).
         await stream.ack(entry.entry_id)
@@ -177,7 +184,7 @@ async def _dead_letter(
     stream: AbstractCommandStream,
     entry: Entry,
     reason: str,
-    unforeseen: Exception | None = None,
+    unforeseen: BaseException | None = None,
 ) -> str:
     line = reason_line(reason)
     await stream.dead_letter(entry, line)

@@ -98,7 +98,9 @@ def broker_checkpoint_delete() -> Any:
     from allocation.adapters import orm
 
     table = orm.subscriber_checkpoints
-    return delete(table).where(table.c.subscriber == relay.RELAY)
+    return delete(table).where(
+        table.c.subscriber == relay.relay_name(THROUGHPUT_STREAM)
+    )
 
 
 async def _all_fields(bus: MessageBus) -> list[dict[str, str]]:
@@ -287,7 +289,7 @@ async def latency(
     # Only what is appended from here on is ours to time: move the checkpoint up.
     async with bus.uow_factory() as uow:
         last = await uow.event_log.last_position()
-        await uow.event_log.set_checkpoint(relay.RELAY, last)
+        await uow.event_log.set_checkpoint(relay.relay_name(LATENCY_STREAM), last)
         await uow.commit()
     per_producer = int(rate * seconds / producers)
     total = per_producer * producers

@@ -177,6 +177,8 @@ def _start_broker_work(
         f"{socket.gethostname()}-{os.getpid()}",
     )
     stack.push_async_callback(commands_in.aclose)
+    # Runs before the close above, once the consumer has stopped reading.
+    stack.push_async_callback(_leave_group, commands_in)
     task_group.start_soon(
         functools.partial(
             consumer.keep_consuming,
@@ -206,6 +208,29 @@ async def _sql_unit_of_work_factory(
         else SubscriberLocks()
     )
     return functools.partial(unit_of_work.SqlAlchemyUnitOfWork, session_factory), locks
+
+
+async def _leave_group(commands_in: RedisCommandStream) -> None:
+    """A stopped worker's consumer leaves the group, unless it holds entries still
+    unacknowledged: those wait for another worker, and `broker pending` shows them."""
+    with anyio.move_on_after(5, shield=True):
+        try:
+            left = await commands_in.leave()
+        except Exception as error:  # noqa: BLE001 - shutting down: report, do not mask
+            logger.warning(
+                "consumer %s could not leave group %s: %s",
+                commands_in.consumer,
+                commands_in.group,
+                error,
+            )
+            return
+        if not left:
+            logger.warning(
+                "consumer %s stays in group %s: it holds unacknowledged entries,"
+                " which another worker reclaims (see `allocation broker pending`)",
+                commands_in.consumer,
+                commands_in.group,
+            )
 
 
 async def _record_completions(bus: messagebus.MessageBus) -> None:

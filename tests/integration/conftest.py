@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -132,7 +133,20 @@ async def bus(
 @pytest.fixture
 async def redis_client() -> AsyncIterator[redis.Redis]:
     """A client of the test Redis (``TEST_REDIS_URL``), answering in str."""
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+    async with _redis(decode_responses=True) as client:
+        yield client
+
+
+@pytest.fixture
+async def raw_redis_client() -> AsyncIterator[redis.Redis]:
+    """A client of the test Redis answering in bytes, as they are."""
+    async with _redis(decode_responses=False) as client:
+        yield client
+
+
+@contextlib.asynccontextmanager
+async def _redis(*, decode_responses: bool) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(REDIS_URL, decode_responses=decode_responses)
     try:
         await client.ping()
     except (redis.ConnectionError, OSError) as error:

@@ -11,7 +11,11 @@ from typing import TYPE_CHECKING
 import pytest
 
 from allocation import views
-from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
+from allocation.adapters.broker import (
+    DEFAULT_STREAM,
+    RedisCommandStream,
+    RedisStreamsPublisher,
+)
 from allocation.adapters.exceptions import BrokerUnavailable
 from allocation.service_layer import consumer, relay, services
 from tests.integration.conftest import REDIS_URL
@@ -183,3 +187,46 @@ async def test_entries_of_a_dead_consumer_are_reclaimed(
         await survivor.aclose()
     assert outcomes == ["handled"]
     assert (await client.xpending(name, "allocation"))["pending"] == 0
+
+
+async def test_a_new_stream_receives_the_whole_log(
+    bus: MessageBus, stream: tuple[redis.Redis, str]
+) -> None:
+    """Issue 8, item 13: one checkpoint served every stream, so a new one got nothing."""
+    client, name = stream
+    await services.add_batch(bus, "b1", "LAMP", 10)
+    await services.allocate(bus, "o1", "LAMP", 2)
+    old, new = (
+        RedisStreamsPublisher(REDIS_URL, name),
+        RedisStreamsPublisher(REDIS_URL, f"{name}:new"),
+    )
+    try:
+        assert await relay.relay_once(bus, old) == 2
+        assert await relay.relay_once(bus, new) == 2
+        await services.add_batch(bus, "b2", "LAMP", 10)
+        assert await relay.relay_once(bus, new) == 1
+        assert await relay.relay_once(bus, old) == 1
+    finally:
+        await old.aclose()
+        await new.aclose()
+        await client.delete(f"{name}:new")
+    assert await client.xlen(name) == 3
+
+
+async def test_the_default_stream_goes_on_from_the_checkpoint_it_had(
+    bus: MessageBus, redis_client: redis.Redis
+) -> None:
+    """A database relayed before checkpoints were per stream is not sent again."""
+    await services.add_batch(bus, "b1", "LAMP", 10)
+    async with bus.uow_factory() as uow:
+        await uow.event_log.set_checkpoint(
+            relay.RELAY, await uow.event_log.last_position()
+        )
+        await uow.commit()
+    await services.add_batch(bus, "b2", "LAMP", 10)
+    publisher = RedisStreamsPublisher(REDIS_URL, DEFAULT_STREAM)
+    try:
+        assert await relay.relay_once(bus, publisher) == 1
+    finally:
+        await publisher.aclose()
+        await redis_client.delete(DEFAULT_STREAM)

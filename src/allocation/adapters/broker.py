@@ -5,6 +5,9 @@ Asyncio only (redis-py's asyncio client).
 One stream (``allocation:events`` by default) holds every published event in log
 order, so each aggregate's events stay in order; every entry carries the event's
 ``message_id``, by which consumers drop the duplicates at-least-once delivery brings.
+Commands come in on another stream, read by a consumer group; the entries are read as
+bytes and decoded field by field, so one entry that is not UTF-8 cannot fail the read
+of the others.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from redis import exceptions as redis_errors
 from allocation.adapters.exceptions import BrokerUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Sequence
+    from collections.abc import AsyncIterator, Mapping, Sequence
 
     from allocation.adapters.eventlog import LoggedEvent
 
@@ -48,7 +51,7 @@ def entry_fields(logged: LoggedEvent) -> dict[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def _translated(url: str) -> AsyncIterator[None]:
+async def translated_errors(url: str) -> AsyncIterator[None]:
     """Redis's connection failures, as our BrokerUnavailable."""
     try:
         yield
@@ -57,7 +60,14 @@ async def _translated(url: str) -> AsyncIterator[None]:
 
 
 class AbstractPublisher(abc.ABC):
-    """Port for publishing logged events to a broker, in the order given."""
+    """Port for publishing logged events to a broker, in the order given.
+
+    Attributes:
+        destination: where the events go (a stream); the relay keeps one checkpoint
+            per destination, so a new one receives the whole log.
+    """
+
+    destination: str = DEFAULT_STREAM
 
     @abc.abstractmethod
     async def publish(self, batch: Sequence[LoggedEvent]) -> None:
@@ -73,6 +83,7 @@ class RedisStreamsPublisher(AbstractPublisher):
     def __init__(self, url: str, stream: str = DEFAULT_STREAM) -> None:
         self.url = url
         self.stream = stream
+        self.destination = stream
         self._client = redis.Redis.from_url(
             url, socket_connect_timeout=2, socket_timeout=5
         )
@@ -81,7 +92,7 @@ class RedisStreamsPublisher(AbstractPublisher):
         if not batch:
             return
         async with (
-            _translated(self.url),
+            translated_errors(self.url),
             self._client.pipeline(transaction=False) as pipe,
         ):
             for logged in batch:
@@ -93,10 +104,37 @@ class RedisStreamsPublisher(AbstractPublisher):
 
 
 class Entry(NamedTuple):
-    """One stream entry: its id in the stream and its fields."""
+    """One stream entry: its id, its fields as text, and its fields as read.
+
+    ``undecodable`` names the fields whose name or value is not UTF-8 (they are
+    missing from ``fields``); ``raw`` is the entry as the broker holds it, so a dead
+    letter keeps it byte for byte (None: ``fields`` is all there was).
+    """
 
     entry_id: str
     fields: dict[str, str]
+    undecodable: tuple[str, ...] = ()
+    raw: Mapping[bytes, bytes] | None = None
+
+
+def decode_entry(entry_id: bytes | str, raw: Mapping[bytes, bytes] | None) -> Entry:
+    """An entry read as bytes, decoded field by field; fields never raise."""
+    fields: dict[str, str] = {}
+    undecodable: list[str] = []
+    for key, value in (raw or {}).items():
+        try:
+            fields[key.decode()] = value.decode()
+        except UnicodeDecodeError:
+            undecodable.append(key.decode(errors="backslashreplace"))
+    identifier = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return Entry(identifier, fields, tuple(undecodable), dict(raw or {}))
+
+
+def raw_fields(entry: Entry) -> dict[bytes, bytes]:
+    """The entry's fields as the broker held them."""
+    if entry.raw is not None:
+        return dict(entry.raw)
+    return {key.encode(): value.encode() for key, value in entry.fields.items()}
 
 
 class AbstractCommandStream(abc.ABC):
@@ -104,7 +142,9 @@ class AbstractCommandStream(abc.ABC):
 
     @abc.abstractmethod
     async def read(self, *, count: int, block_ms: int) -> list[Entry]:
-        """New entries for this consumer (none after ``block_ms``)."""
+        """Entries for this consumer, in stream order: first those it read before and
+        has not acknowledged (a pass that stopped early), else new ones (none after
+        ``block_ms``)."""
 
     @abc.abstractmethod
     async def reclaim(self, *, idle_ms: int, count: int) -> list[Entry]:
@@ -116,7 +156,13 @@ class AbstractCommandStream(abc.ABC):
 
     @abc.abstractmethod
     async def dead_letter(self, entry: Entry, reason: str) -> None:
-        """Move an entry that cannot be handled to the dead-letter stream, with why."""
+        """Move an entry that cannot be handled to the dead-letter stream, with why:
+        its original fields, ``reason`` and ``original_id``; acknowledged at once."""
+
+    async def leave(self) -> bool:
+        """Leave the consumer group unless entries read here are still unacknowledged
+        (they stay for another consumer to reclaim); say whether it left."""
+        return True
 
 
 class RedisCommandStream(AbstractCommandStream):
@@ -131,55 +177,107 @@ class RedisCommandStream(AbstractCommandStream):
     ) -> None:
         self.url = url
         self.stream = stream
-        self.dead_stream = f"{stream}:dead"
+        self.dead_stream = dead_stream_of(stream)
         self.group = group
         self.consumer = consumer
+        # Bytes, not decode_responses: one entry that is not UTF-8 would fail the
+        # whole XREADGROUP reply, and every entry read with it would stay pending.
         self._client = redis.Redis.from_url(
-            url, decode_responses=True, socket_connect_timeout=2, socket_timeout=10
+            url, socket_connect_timeout=2, socket_timeout=10
         )
         self._group_ready = False
+        # Whether this consumer may hold entries it read and has not acknowledged:
+        # they are read again, in order, before anything new.
+        self._backlog = True
 
     async def read(self, *, count: int, block_ms: int) -> list[Entry]:
-        async with _translated(self.url):
+        async with translated_errors(self.url), self._group_lost():
             await self._ensure_group()
-            replies: Any = await self._client.xreadgroup(
-                self.group,
-                self.consumer,
-                {self.stream: ">"},
-                count=count,
-                block=block_ms,
-            )
-        return [
-            Entry(entry_id, dict(fields))
-            for _, entries in replies or []
-            for entry_id, fields in entries
-        ]
+            if self._backlog:
+                left = await self._read_group("0", count, block_ms=None)
+                if left:
+                    return left
+                self._backlog = False
+            entries = await self._read_group(">", count, block_ms=block_ms)
+        self._backlog = bool(entries)
+        return entries
 
     async def reclaim(self, *, idle_ms: int, count: int) -> list[Entry]:
-        async with _translated(self.url):
+        async with translated_errors(self.url), self._group_lost():
             await self._ensure_group()
             reply: Any = await self._client.xautoclaim(
                 self.stream, self.group, self.consumer, idle_ms, "0-0", count=count
             )
         claimed = reply[1] if len(reply) > 1 else []
-        return [Entry(entry_id, dict(fields or {})) for entry_id, fields in claimed]
+        entries = [decode_entry(entry_id, fields) for entry_id, fields in claimed]
+        self._backlog = self._backlog or bool(entries)
+        return entries
 
     async def ack(self, entry_id: str) -> None:
-        async with _translated(self.url):
+        async with translated_errors(self.url):
             await self._client.xack(self.stream, self.group, entry_id)
 
     async def dead_letter(self, entry: Entry, reason: str) -> None:
-        async with _translated(self.url):
-            fields: dict[Any, Any] = {
-                **entry.fields,
-                "reason": reason,
-                "original_id": entry.entry_id,
-            }
-            await self._client.xadd(self.dead_stream, fields)
-            await self._client.xack(self.stream, self.group, entry.entry_id)
+        fields = {
+            **raw_fields(entry),
+            b"reason": reason.encode(errors="backslashreplace"),
+            b"original_id": entry.entry_id.encode(),
+        }
+        # One transaction: a crash between the two would dead-letter it twice.
+        async with (
+            translated_errors(self.url),
+            self._client.pipeline(transaction=True) as pipe,
+        ):
+            pipe.xadd(self.dead_stream, fields)  # type: ignore[arg-type]  # bytes fields
+            pipe.xack(self.stream, self.group, entry.entry_id)
+            await pipe.execute()
+
+    async def leave(self) -> bool:
+        if not self._group_ready:
+            return True  # never read: never joined
+        async with translated_errors(self.url):
+            try:
+                mine: Any = await self._client.xpending_range(
+                    self.stream, self.group, "-", "+", 1, consumername=self.consumer
+                )
+                if mine:
+                    return False
+                # Nothing of ours is pending and this consumer reads no more, so
+                # deleting it loses nothing.
+                await self._client.xgroup_delconsumer(
+                    self.stream, self.group, self.consumer
+                )
+            except redis_errors.ResponseError as error:
+                if "NOGROUP" not in str(error):
+                    raise
+        return True  # left, or the group is gone and this consumer with it
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    async def _read_group(
+        self, after: str, count: int, *, block_ms: int | None
+    ) -> list[Entry]:
+        replies: Any = await self._client.xreadgroup(
+            self.group, self.consumer, {self.stream: after}, count=count, block=block_ms
+        )
+        return [
+            decode_entry(entry_id, fields)
+            for _, entries in replies or []
+            for entry_id, fields in entries
+        ]
+
+    @contextlib.asynccontextmanager
+    async def _group_lost(self) -> AsyncIterator[None]:
+        """A group that vanished (Redis restarted without its data, the stream was
+        deleted) is created again on the next try, not failed on forever."""
+        try:
+            yield
+        except redis_errors.ResponseError as error:
+            if "NOGROUP" not in str(error):
+                raise
+            self._group_ready = False
+            raise BrokerUnavailable(self.url, "the consumer group is gone") from error
 
     async def _ensure_group(self) -> None:
         if self._group_ready:
@@ -192,3 +290,8 @@ class RedisCommandStream(AbstractCommandStream):
             if "BUSYGROUP" not in str(error):
                 raise
         self._group_ready = True
+
+
+def dead_stream_of(stream: str) -> str:
+    """The dead-letter stream of a command stream."""
+    return f"{stream}:dead"

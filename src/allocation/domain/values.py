@@ -41,6 +41,18 @@ def clean_text(value: str) -> str | None:
     return unicodedata.normalize("NFC", value)
 
 
+def printable(text: str) -> str:
+    """``text`` with every character no field may hold written as its escape
+    (``\\n``, ``\\t``, ``\\x1b``, ``\\ud800``): what came from outside, printed or
+    logged, can then neither forge a line nor break a tab-separated one nor steer a
+    terminal."""
+    if not _UNSTORABLE.search(text):
+        return text
+    return _UNSTORABLE.sub(
+        lambda found: found.group().encode("unicode_escape").decode("ascii"), text
+    )
+
+
 def check_identifier(field: str, value: str, maximum: int = MAX_IDENTIFIER) -> str:
     """Return ``value`` in NFC, or raise BlankIdentifier when it is unusable.
 

@@ -15,7 +15,7 @@ from allocation.adapters import database, migrations
 from allocation.bootstrap import bootstrap
 from allocation.domain import values
 from allocation.domain.exceptions import AllocationError, EmailAlreadyRegistered
-from allocation.entrypoints import cli_args, cli_log, cli_messages
+from allocation.entrypoints import cli_args, cli_broker, cli_log, cli_messages
 from allocation.service_layer import services
 
 if TYPE_CHECKING:
@@ -133,6 +133,7 @@ def _build_parser() -> argparse.ArgumentParser:
     allocations.add_argument("orderid", metavar="ORDERID", help="the order's id")
     cli_log.add_parsers(commands)
     cli_messages.add_parsers(commands)
+    cli_broker.add_parsers(commands)
 
     completion = commands.add_parser(
         "completion",
@@ -252,6 +253,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "completion": _completion,
     **cli_log.ACTIONS,
     **cli_messages.ACTIONS,
+    **cli_broker.ACTIONS,
 }
 
 

@@ -57,11 +57,14 @@ class UnknownSubscriber(AllocationError):
 
 
 class UnknownDeadLetter(AllocationError):
-    """Raised when a dead-letter id names no dead letter."""
+    """Raised when a dead-letter id names no dead letter (of the event log, or of
+    the broker's dead-letter stream ``where``)."""
 
-    def __init__(self, dead_letter_id: int) -> None:
+    def __init__(self, dead_letter_id: int | str, where: str | None = None) -> None:
         self.dead_letter_id = dead_letter_id
-        super().__init__(f"no dead letter with id {dead_letter_id}")
+        self.where = where
+        place = f" in {shorten(where)}" if where else ""
+        super().__init__(f"no dead letter with id {shorten(dead_letter_id)}{place}")
 
 
 class SubscriberBusy(AllocationError):
@@ -79,6 +82,4 @@ class UnknownMessage(AllocationError):
 
     def __init__(self, message: object) -> None:
         self.message = message
-        super().__init__(
-            f"no handler for {type(message).__name__}: {shorten(message)}"
-        )
+        super().__init__(f"no handler for {type(message).__name__}: {shorten(message)}")

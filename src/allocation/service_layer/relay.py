@@ -8,15 +8,20 @@ drop duplicates by message id; nothing is ever skipped.
 Where the database can say that new events were committed (PostgreSQL), a listener
 wakes the relay at once; the relay still polls, as the safety net for notices that
 never came (a lost connection, a database that sends none).
+
+Each destination (stream) has a checkpoint and a lock of its own, so a new stream
+receives the whole log and two streams are fed independently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from allocation.adapters.broker import DEFAULT_STREAM
 from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.service_layer.backoff import Outage
 
@@ -29,6 +34,23 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RELAY = "relay:broker"
+# The tracking tables hold subscriber names of up to this many characters.
+_MAX_SUBSCRIBER_NAME = 100
+
+
+def relay_name(destination: str) -> str:
+    """The relay's subscriber name for one destination: its checkpoint and its lock.
+
+    The default stream keeps the name of the days when one checkpoint served every
+    stream, so an existing database goes on relaying from where it was.
+    """
+    if destination == DEFAULT_STREAM:
+        return RELAY
+    name = f"{RELAY}:{destination}"
+    if len(name) <= _MAX_SUBSCRIBER_NAME:
+        return name
+    digest = hashlib.sha256(destination.encode(errors="surrogatepass")).hexdigest()
+    return f"{RELAY}:{destination[:40]}…{digest[:40]}"
 
 
 class WakeUp:
@@ -92,7 +114,8 @@ async def _relay_if_ours(
     """Like relay_once, but None when another worker relays. While ``again()``
     says more may be waiting, pass again without letting go of the lock: the
     checkpoint is ours meanwhile, so it need not be read again either."""
-    async with bus.locks.hold(RELAY) as held:
+    name = relay_name(publisher.destination)
+    async with bus.locks.hold(name) as held:
         if not held:
             return None
         checkpoint, published = await _publish_since(bus, publisher, None, batch_size)
@@ -114,16 +137,17 @@ async def _publish_since(
 
     Returns the new checkpoint and how many events were published.
     """
+    name = relay_name(publisher.destination)
     async with bus.uow_factory() as uow:
         if checkpoint is None:
-            checkpoint = await uow.event_log.checkpoint(RELAY) or 0
+            checkpoint = await uow.event_log.checkpoint(name) or 0
         batch = await uow.event_log.read(after=checkpoint, limit=batch_size)
     published = 0
     while batch:
         await publisher.publish(batch)
         checkpoint = batch[-1].position
         async with bus.uow_factory() as uow:
-            await uow.event_log.set_checkpoint(RELAY, checkpoint)
+            await uow.event_log.set_checkpoint(name, checkpoint)
             await uow.commit()
         published += len(batch)
         if len(batch) < batch_size:

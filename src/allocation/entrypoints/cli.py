@@ -18,14 +18,18 @@ from allocation.domain.exceptions import (
     AllocationError,
     EmailAlreadyRegistered,
     InvalidQuantity,
+    shorten,
 )
-from allocation.entrypoints import cli_log
+from allocation.entrypoints import cli_log, console_logging
 from allocation.service_layer import services
+from allocation.service_layer.masking import mask_secrets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
 
 logger = logging.getLogger("allocation")
+
+_MAX_POSITION = 2**63 - 1
 
 # The article's scenario: two registrations through the bus.
 DEMO_USERS = (("Иван", "ivan@example.com"), ("Мария", "maria@example.com"))
@@ -58,9 +62,12 @@ def _whole_number(raw: str) -> int:
         value = int(raw)
     except ValueError:
         value = -1
-    if value < 0:
+    # Positions and ids are 64-bit in the database: a larger one is a usage error,
+    # not a value for the database to refuse.
+    if not 0 <= value <= _MAX_POSITION:
         raise argparse.ArgumentTypeError(
-            f"invalid number {raw!r}: must be a whole number >= 0"
+            f"invalid number {shorten(raw)}: must be a whole number "
+            f"from 0 to {_MAX_POSITION}"
         )
     return value
 
@@ -230,15 +237,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The article's lines are Cyrillic: never let a C locale turn them into an error.
         sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]  # a TextIOWrapper
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    console_logging.configure(verbose=args.verbose)
     action = _ACTIONS[args.command]
     try:
         return anyio.run(action, args, backend="asyncio")
     except AllocationError as error:
-        print(f"allocation: error: {error}", file=sys.stderr)
+        print(f"allocation: error: {mask_secrets(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("allocation: interrupted", file=sys.stderr)
@@ -246,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the entrypoint boundary: one line, details on -v
         logger.debug("unexpected failure", exc_info=error)
         print(
-            f"allocation: unexpected error: {type(error).__name__}: {error}"
+            f"allocation: unexpected error: {type(error).__name__}: "
+            f"{mask_secrets(str(error))}"
             " (run with -v for details)",
             file=sys.stderr,
         )

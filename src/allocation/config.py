@@ -1,35 +1,84 @@
-"""Settings from environment variables, read when asked for, never at import."""
+"""Settings from environment variables, read when asked for, never at import.
+
+Every value is checked here, before anything runs or is written: a bad one is a
+ConfigurationError naming its variable. Unset means the default; set but blank is
+refused, except for the settings that are off by default (``BROKER_URL``,
+``SMTP_HOST``, ``SMTP_USERNAME``, ``SMTP_PASSWORD``), where empty means unset.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from typing import TYPE_CHECKING, TypeVar
+import re
+import urllib.parse
+from typing import TYPE_CHECKING
+
+from sqlalchemy import exc as sqlalchemy_errors
+from sqlalchemy.engine import make_url
 
 from allocation.adapters.notifications import SmtpSettings
-from allocation.domain.exceptions import AllocationError
+from allocation.domain import values
+from allocation.domain.exceptions import AllocationError, InvalidEmail, shorten
+from allocation.service_layer.masking import mask_url
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping
+    from collections.abc import Mapping
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///allocation.db"
+# The largest whole number a setting takes: what an INTEGER column holds, where the
+# retry counts end up.
+MAX_WHOLE_NUMBER = 2**31 - 1
+# The drivers we run on: the plain forms get them added (database.normalise_database_url).
+DATABASE_SCHEMES = frozenset(
+    {
+        "sqlite",
+        "sqlite+aiosqlite",
+        "postgresql",
+        "postgresql+asyncpg",
+        "postgres",
+        "postgres+asyncpg",
+    }
+)
+BROKER_SCHEMES = frozenset({"redis", "rediss", "unix"})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
+_DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_FLAG = "1/0, true/false, yes/no or on/off"
 
 
 class ConfigurationError(AllocationError):
-    """Raised when an environment variable holds a value the application cannot use."""
+    """Raised when an environment variable holds a value the application cannot use.
 
-    def __init__(self, variable: str, value: str, expected: str) -> None:
+    The value is shown masked (a URL's password) and shortened; ``reason``, when
+    given, replaces the usual sentence (a rule about several variables).
+    """
+
+    def __init__(
+        self,
+        variable: str,
+        value: str | None,
+        expected: str,
+        *,
+        reason: str | None = None,
+    ) -> None:
         self.variable = variable
-        self.value = value
+        self.value = None if value is None else mask_url(value)
         self.expected = expected
-        super().__init__(f"{variable}={value!r} is not valid: expected {expected}")
+        shown = "" if self.value is None else f"={shorten(self.value)}"
+        super().__init__(
+            reason or f"{variable}{shown} is not valid: expected {expected}"
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Settings:
     """Everything the application reads from its environment."""
 
-    database_url: str = DEFAULT_DATABASE_URL
+    database_url: str = dataclasses.field(default=DEFAULT_DATABASE_URL, repr=False)
     database_pool_size: int = 20
     retry_attempts: int = 3
     retry_delay: float = 0.1
@@ -38,7 +87,7 @@ class Settings:
     stock_desk_email: str = "stock@example.com"
     catch_up_interval: float = 5.0
     catch_up_batch: int = 500
-    broker_url: str | None = None
+    broker_url: str | None = dataclasses.field(default=None, repr=False)
     broker_stream: str = "allocation:events"
     relay_interval: float = 0.1
     relay_batch: int = 500
@@ -48,118 +97,232 @@ class Settings:
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read the settings; a bad value raises ConfigurationError naming it."""
-        env = os.environ if environ is None else environ
-        smtp = None
-        if env.get("SMTP_HOST"):
-            smtp = SmtpSettings(
-                host=env["SMTP_HOST"],
-                port=_read(env, "SMTP_PORT", 25, int, "a port number", minimum=1),
-                sender=env.get("SMTP_SENDER", "allocation@localhost"),
-                username=env.get("SMTP_USERNAME") or None,
-                password=env.get("SMTP_PASSWORD") or None,
-                start_tls=env.get("SMTP_STARTTLS", "").lower() in {"1", "true", "yes"},
+        """Read and check every setting; a bad value raises ConfigurationError."""
+        env = _Environment(os.environ if environ is None else environ)
+        broker_stream = env.name("ALLOCATION_BROKER_STREAM", "allocation:events")
+        command_stream = env.name("ALLOCATION_COMMAND_STREAM", "allocation:commands")
+        if command_stream == broker_stream:
+            raise ConfigurationError(
+                "ALLOCATION_COMMAND_STREAM",
+                command_stream,
+                "a stream other than ALLOCATION_BROKER_STREAM's, where events go",
             )
         return cls(
-            database_url=env.get("DATABASE_URL") or DEFAULT_DATABASE_URL,
-            database_pool_size=_read(
-                env,
-                "ALLOCATION_DATABASE_POOL_SIZE",
-                20,
-                int,
-                "a whole number >= 1",
-                minimum=1,
-            ),
-            retry_attempts=_read(
-                env,
-                "ALLOCATION_RETRY_ATTEMPTS",
-                3,
-                int,
-                "a whole number >= 1",
-                minimum=1,
-            ),
-            retry_delay=_read(
-                env, "ALLOCATION_RETRY_DELAY", 0.1, float, "seconds >= 0", minimum=0
-            ),
-            conflict_retries=_read(
-                env,
-                "ALLOCATION_CONFLICT_RETRIES",
-                10,
-                int,
-                "a whole number >= 0",
-                minimum=0,
-            ),
-            catch_up_interval=_read(
-                env,
-                "ALLOCATION_CATCH_UP_INTERVAL",
-                5.0,
-                float,
-                "seconds >= 0",
-                minimum=0,
-            ),
-            catch_up_batch=_read(
-                env,
-                "ALLOCATION_CATCH_UP_BATCH",
-                500,
-                int,
-                "a whole number >= 1",
-                minimum=1,
-            ),
-            broker_url=env.get("BROKER_URL") or None,
-            broker_stream=env.get("ALLOCATION_BROKER_STREAM") or "allocation:events",
-            relay_interval=_read(
-                env,
-                "ALLOCATION_RELAY_INTERVAL",
-                0.1,
-                float,
-                "seconds > 0",
-                minimum=0.001,
-            ),
-            relay_batch=_read(
-                env,
-                "ALLOCATION_RELAY_BATCH",
-                500,
-                int,
-                "a whole number >= 1",
-                minimum=1,
-            ),
-            command_stream=env.get("ALLOCATION_COMMAND_STREAM")
-            or "allocation:commands",
-            consumer_group=env.get("ALLOCATION_CONSUMER_GROUP") or "allocation",
-            claim_idle_ms=_read(
-                env,
-                "ALLOCATION_CLAIM_IDLE_MS",
-                30_000,
-                int,
-                "milliseconds >= 1",
-                minimum=1,
-            ),
-            smtp=smtp,
-            stock_desk_email=env.get(
+            database_url=env.database_url(),
+            database_pool_size=env.whole("ALLOCATION_DATABASE_POOL_SIZE", 20, 1),
+            retry_attempts=env.whole("ALLOCATION_RETRY_ATTEMPTS", 3, 1),
+            retry_delay=env.seconds("ALLOCATION_RETRY_DELAY", 0.1, 0),
+            conflict_retries=env.whole("ALLOCATION_CONFLICT_RETRIES", 10, 0),
+            smtp=_smtp(env),
+            stock_desk_email=env.email(
                 "ALLOCATION_STOCK_DESK_EMAIL", "stock@example.com"
             ),
+            catch_up_interval=env.seconds("ALLOCATION_CATCH_UP_INTERVAL", 5.0, 0),
+            catch_up_batch=env.whole("ALLOCATION_CATCH_UP_BATCH", 500, 1),
+            broker_url=env.broker_url(),
+            broker_stream=broker_stream,
+            relay_interval=env.seconds("ALLOCATION_RELAY_INTERVAL", 0.1, 0.001),
+            relay_batch=env.whole("ALLOCATION_RELAY_BATCH", 500, 1),
+            command_stream=command_stream,
+            consumer_group=env.name("ALLOCATION_CONSUMER_GROUP", "allocation"),
+            claim_idle_ms=env.whole("ALLOCATION_CLAIM_IDLE_MS", 30_000, 1),
         )
 
 
-_Number = TypeVar("_Number", int, float)
-
-
-def _read(
-    env: Mapping[str, str],
-    variable: str,
-    default: _Number,
-    parse: Callable[[str], _Number],
-    expected: str,
-    *,
-    minimum: _Number,
-) -> _Number:
-    raw = env.get(variable)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = parse(raw.strip())
-    except ValueError:
-        raise ConfigurationError(variable, raw, expected) from None
-    if value < minimum:
-        raise ConfigurationError(variable, raw, expected)
+def parse_seconds(raw: str) -> float:
+    """A finite decimal number of seconds (``0.5``, ``2``, ``1e-3``), or ValueError."""
+    text = raw.strip()
+    if not _DECIMAL.fullmatch(text):
+        raise ValueError(f"not a decimal number: {raw!r}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"not a finite number: {raw!r}")
     return value
+
+
+def _smtp(env: _Environment) -> SmtpSettings | None:
+    # Every SMTP setting is checked, even while SMTP_HOST is unset and they are unused.
+    host = env.optional("SMTP_HOST", strip=True)
+    port = env.port("SMTP_PORT", 25)
+    sender = env.email("SMTP_SENDER", "allocation@localhost")
+    username = env.optional("SMTP_USERNAME")
+    password = env.optional("SMTP_PASSWORD")
+    start_tls = env.flag("SMTP_STARTTLS")
+    use_tls = env.flag("SMTP_TLS")
+    allow_plaintext_auth = env.flag("SMTP_ALLOW_PLAINTEXT_AUTH")
+    if start_tls and use_tls:
+        raise ConfigurationError(
+            "SMTP_STARTTLS",
+            None,
+            "SMTP_STARTTLS or SMTP_TLS, not both",
+            reason="SMTP_STARTTLS and SMTP_TLS are both on: choose one (SMTP_TLS "
+            "for a server that speaks TLS from the start, usually port 465)",
+        )
+    if (username is None) != (password is None):
+        missing = "SMTP_PASSWORD" if password is None else "SMTP_USERNAME"
+        raise ConfigurationError(
+            missing,
+            None,
+            "SMTP_USERNAME and SMTP_PASSWORD both set, or neither",
+            reason=f"{missing} is unset: SMTP_USERNAME and SMTP_PASSWORD go together",
+        )
+    if host is None:
+        return None
+    if username is not None and not (start_tls or use_tls or allow_plaintext_auth):
+        raise ConfigurationError(
+            "SMTP_STARTTLS",
+            None,
+            "SMTP_STARTTLS or SMTP_TLS on, or SMTP_ALLOW_PLAINTEXT_AUTH=yes",
+            reason="SMTP_USERNAME and SMTP_PASSWORD would go to SMTP_HOST in plain "
+            "text: set SMTP_STARTTLS=yes or SMTP_TLS=yes, or "
+            "SMTP_ALLOW_PLAINTEXT_AUTH=yes to send them unencrypted anyway",
+        )
+    return SmtpSettings(
+        host=host,
+        port=port,
+        sender=sender,
+        username=username,
+        password=password,
+        start_tls=start_tls,
+        use_tls=use_tls,
+    )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Environment:
+    """Reads one kind of value each; every refusal names the variable."""
+
+    env: Mapping[str, str]
+
+    def _raw(self, variable: str, expected: str) -> str | None:
+        """The value, None when unset; set but blank is refused."""
+        raw = self.env.get(variable)
+        if raw is not None and not raw.strip():
+            raise ConfigurationError(variable, raw, expected)
+        return raw
+
+    def optional(self, variable: str, *, strip: bool = False) -> str | None:
+        """A setting that is off by default: empty means unset."""
+        raw = self.env.get(variable)
+        if raw is None or not raw.strip():
+            return None
+        return raw.strip() if strip else raw
+
+    def whole(self, variable: str, default: int, minimum: int) -> int:
+        expected = f"a whole number from {minimum} to {MAX_WHOLE_NUMBER}"
+        raw = self._raw(variable, expected)
+        if raw is None:
+            return default
+        if not _WHOLE_NUMBER.fullmatch(raw.strip()):
+            raise ConfigurationError(variable, raw, expected)
+        value = int(raw.strip())
+        if not minimum <= value <= MAX_WHOLE_NUMBER:
+            raise ConfigurationError(variable, raw, expected)
+        return value
+
+    def seconds(self, variable: str, default: float, minimum: float) -> float:
+        expected = f"a finite number of seconds >= {minimum:g}"
+        raw = self._raw(variable, expected)
+        if raw is None:
+            return default
+        try:
+            value = parse_seconds(raw)
+        except ValueError:
+            raise ConfigurationError(variable, raw, expected) from None
+        if value < minimum:
+            raise ConfigurationError(variable, raw, expected)
+        return value
+
+    def port(self, variable: str, default: int) -> int:
+        expected = "a port number from 1 to 65535"
+        raw = self._raw(variable, expected)
+        if raw is None:
+            return default
+        if not _WHOLE_NUMBER.fullmatch(raw.strip()) or not 1 <= int(raw) <= 65535:
+            raise ConfigurationError(variable, raw, expected)
+        return int(raw)
+
+    def flag(self, variable: str) -> bool:
+        """A yes/no setting, off by default."""
+        raw = self._raw(variable, _FLAG)
+        if raw is None:
+            return False
+        word = raw.strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise ConfigurationError(variable, raw, _FLAG)
+        return word in TRUE_WORDS
+
+    def name(self, variable: str, default: str) -> str:
+        expected = "a non-blank name without control characters or surrounding spaces"
+        raw = self._raw(variable, expected)
+        if raw is None:
+            return default
+        if values.clean_text(raw) is None or raw != raw.strip():
+            raise ConfigurationError(variable, raw, expected)
+        return raw
+
+    def email(self, variable: str, default: str) -> str:
+        expected = "an email address, name@domain.tld"
+        raw = self._raw(variable, expected)
+        if raw is None:
+            return default
+        try:
+            return values.normalise_email(raw)
+        except InvalidEmail:
+            raise ConfigurationError(variable, raw, expected) from None
+
+    def database_url(self) -> str:
+        variable = "DATABASE_URL"
+        expected = (
+            "a sqlite:// or postgresql:// URL (a password's @, / and % written "
+            "%40, %2F and %25)"
+        )
+        raw = self._raw(variable, expected)
+        if raw is None:
+            return DEFAULT_DATABASE_URL
+        url = raw.strip()
+        try:
+            parsed = make_url(url)
+            port = parsed.port
+        except (sqlalchemy_errors.ArgumentError, ValueError):
+            raise ConfigurationError(variable, raw, expected) from None
+        if (
+            parsed.drivername not in DATABASE_SCHEMES
+            or (port is not None and not 1 <= port <= 65535)
+            or not _plausible_host(parsed.host)
+        ):
+            raise ConfigurationError(variable, raw, expected)
+        return url
+
+    def broker_url(self) -> str | None:
+        variable = "BROKER_URL"
+        expected = (
+            "a redis://, rediss:// or unix:// URL (a password's @, / and % written "
+            "%40, %2F and %25)"
+        )
+        raw = self.optional(variable, strip=True)
+        if raw is None:
+            return None
+        try:
+            parsed = urllib.parse.urlsplit(raw)
+            port = parsed.port  # reading it checks it: a number from 0 to 65535
+        except ValueError:
+            raise ConfigurationError(variable, raw, expected) from None
+        if parsed.scheme.lower() not in BROKER_SCHEMES or port == 0:
+            raise ConfigurationError(variable, raw, expected)
+        if parsed.scheme.lower() == "unix":
+            valid = bool(parsed.path)
+        else:
+            # The database number, when given, is the path: /0, /1, ...
+            valid = _plausible_host(parsed.hostname) and (
+                parsed.path in {"", "/"} or parsed.path[1:].isdigit()
+            )
+        if not valid:
+            raise ConfigurationError(variable, raw, expected)
+        return raw
+
+
+def _plausible_host(host: str | None) -> bool:
+    # An @ or a / left in the host is a password's, not encoded: the URL does not
+    # say what it seems to.
+    return host is None or not (set(host) & {"@", "/", " "})

@@ -4,13 +4,21 @@ AllocationError
 ├── SchemaOutOfDate       the database lacks migrations this code needs
 │   └── SchemaTooNew      it was migrated by a newer version
 ├── MigrationFailed       alembic refused, e.g. an unknown revision
-├── DatabaseUnavailable   the database cannot be reached or opened
-└── BrokerUnavailable     the message broker cannot be reached
+├── DatabaseUnavailable   the database cannot be reached, opened or written (transient)
+├── DataRefused           the database refused a value (the input's fault: not retried)
+└── BrokerUnavailable     the message broker cannot be reached (transient)
+
+The errors that quote a URL or a driver's text mask passwords themselves, so no caller
+can forget to.
 """
 
 from __future__ import annotations
 
 from allocation.domain.exceptions import AllocationError
+from allocation.service_layer.masking import mask_secrets, mask_url
+
+# A driver's reason quotes the value it refused: never more than this much of it.
+_MAX_REASON = 160
 
 
 class SchemaOutOfDate(AllocationError):
@@ -43,23 +51,48 @@ class MigrationFailed(AllocationError):
     """Raised when a migration command cannot run, e.g. for an unknown revision."""
 
     def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"migration failed: {reason}")
+        self.reason = mask_secrets(reason)
+        super().__init__(f"migration failed: {self.reason}")
 
 
 class DatabaseUnavailable(AllocationError):
-    """Raised when the database cannot be reached, opened or written."""
+    """Raised when the database cannot be reached, opened or written.
+
+    A connection refused or lost, too many connections, a file that cannot be
+    opened: the same command may succeed later, so consumers retry it.
+    """
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"database {url} is unavailable: {reason}")
+        self.url = mask_url(url)
+        self.reason = _cut(mask_secrets(reason, url))
+        super().__init__(f"database {self.url} is unavailable: {self.reason}")
+
+
+class DataRefused(AllocationError):
+    """Raised when the database refuses a value: out of range, too long, not storable.
+
+    The input is at fault, not the database: the same command fails again, so the
+    CLI exits 1 and a consumer dead-letters it instead of retrying.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = _cut(mask_secrets(reason))
+        super().__init__(f"the database refused a value: {self.reason}")
 
 
 class BrokerUnavailable(AllocationError):
     """Raised when the message broker cannot be reached or refuses a write."""
 
     def __init__(self, url: str, reason: str) -> None:
-        self.url = url
-        self.reason = reason
-        super().__init__(f"broker {url} is unavailable: {reason}")
+        self.url = mask_url(url)
+        self.reason = _cut(mask_secrets(reason, url))
+        super().__init__(f"broker {self.url} is unavailable: {self.reason}")
+
+
+def _cut(reason: str) -> str:
+    """The first line of ``reason``, at most about _MAX_REASON characters."""
+    lines = reason.strip().splitlines()
+    line = lines[0] if lines else "no reason given"
+    if len(line) <= _MAX_REASON:
+        return line
+    return f"{line[: _MAX_REASON - 1]}… ({len(line)} characters)"

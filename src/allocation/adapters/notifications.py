@@ -54,15 +54,20 @@ class ConsoleNotifications(AbstractNotifications):
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SmtpSettings:
-    """Where and how to send mail."""
+    """Where and how to send mail.
+
+    ``start_tls`` upgrades a plain connection (usually port 587); ``use_tls``
+    speaks TLS from the first byte (implicit TLS, usually port 465).
+    """
 
     host: str
     port: int = 25
     sender: str = "allocation@localhost"
     username: str | None = None
-    password: str | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
     start_tls: bool = False
     timeout: float = 10.0
+    use_tls: bool = False
 
 
 class SmtpNotifications(AbstractNotifications):
@@ -87,6 +92,7 @@ class SmtpNotifications(AbstractNotifications):
             username=settings.username,
             password=settings.password,
             start_tls=settings.start_tls,
+            use_tls=settings.use_tls,
             timeout=settings.timeout,
         )
         logger.info("sent %r to %s", message.subject, destination)

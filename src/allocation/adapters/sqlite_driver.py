@@ -12,6 +12,7 @@ both are pinned in pyproject.toml, and the whole integration suite runs through 
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,7 +26,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import await_
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterator, Sequence
 
 _T = TypeVar("_T")
 
@@ -56,7 +57,8 @@ def _run_statement(
 ) -> tuple[_Outcome, list[Any]]:
     cursor = connection.cursor()
     try:
-        cursor.execute(operation, () if parameters is None else parameters)
+        with _unbindable_as_data_error():
+            cursor.execute(operation, () if parameters is None else parameters)
         rows = cursor.fetchall() if cursor.description else []
         return _Outcome(cursor.description, cursor.rowcount, cursor.lastrowid), rows
     finally:
@@ -68,10 +70,22 @@ def _run_many(
 ) -> _Outcome:
     cursor = connection.cursor()
     try:
-        cursor.executemany(operation, parameters)
+        with _unbindable_as_data_error():
+            cursor.executemany(operation, parameters)
         return _Outcome(cursor.description, cursor.rowcount, cursor.lastrowid)
     finally:
         cursor.close()
+
+
+@contextlib.contextmanager
+def _unbindable_as_data_error() -> Iterator[None]:
+    # sqlite3 raises a bare OverflowError for an int beyond 64 bits and a
+    # UnicodeEncodeError for a lone surrogate, which SQLAlchemy passes on unwrapped;
+    # as the DBAPI's DataError they are what they are: a value the database refuses.
+    try:
+        yield
+    except (OverflowError, UnicodeEncodeError) as error:
+        raise sqlite3.DataError(str(error)) from error
 
 
 def _run_plain(connection: sqlite3.Connection, sql: str) -> None:

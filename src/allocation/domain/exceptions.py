@@ -7,7 +7,8 @@ AllocationError
 ├── ConcurrencyConflict                      (raised by adapters, retried by the bus)
 ├── AlreadyProcessed                         (a redelivery; the bus lets it pass)
 ├── service_layer.exceptions: InvalidSku, UnknownBatch, UnknownMessage, ...
-├── adapters.exceptions: SchemaOutOfDate, MigrationFailed, DatabaseUnavailable
+├── adapters.exceptions: SchemaOutOfDate, MigrationFailed, DatabaseUnavailable,
+│                        DataRefused, BrokerUnavailable
 └── config.ConfigurationError
 """
 

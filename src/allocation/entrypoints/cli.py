@@ -15,8 +15,15 @@ from allocation.adapters import database, migrations
 from allocation.bootstrap import bootstrap
 from allocation.domain import values
 from allocation.domain.exceptions import AllocationError, EmailAlreadyRegistered
-from allocation.entrypoints import cli_args, cli_broker, cli_log, cli_messages
+from allocation.entrypoints import (
+    cli_args,
+    cli_broker,
+    cli_log,
+    cli_messages,
+    console_logging,
+)
 from allocation.service_layer import services
+from allocation.service_layer.masking import mask_secrets
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
@@ -263,15 +270,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The article's lines are Cyrillic: never let a C locale turn them into an error.
         sys.stdout.reconfigure(encoding="utf-8")  # type: ignore[union-attr]  # a TextIOWrapper
     args = _build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    console_logging.configure(verbose=args.verbose)
     action = _ACTIONS[args.command]
     try:
         return anyio.run(action, args, backend="asyncio")
     except AllocationError as error:
-        print(f"allocation: error: {error}", file=sys.stderr)
+        print(f"allocation: error: {mask_secrets(str(error))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("allocation: interrupted", file=sys.stderr)
@@ -279,7 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the entrypoint boundary: one line, details on -v
         logger.debug("unexpected failure", exc_info=error)
         print(
-            f"allocation: unexpected error: {type(error).__name__}: {error}"
+            f"allocation: unexpected error: {type(error).__name__}: "
+            f"{mask_secrets(str(error))}"
             " (run with -v for details)",
             file=sys.stderr,
         )

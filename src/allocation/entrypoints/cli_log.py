@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import dataclasses
 import functools
 import json
+import math
 import os
 import signal
 import sys
@@ -15,12 +17,13 @@ import anyio
 
 from allocation import config
 from allocation.bootstrap import bootstrap
+from allocation.domain.exceptions import shorten
 from allocation.entrypoints import cli_args
 from allocation.service_layer import catchup
+from allocation.service_layer.masking import mask_url
 from allocation.service_layer.verify import verify
 
 if TYPE_CHECKING:
-    import argparse
     from collections.abc import Awaitable, Callable, Iterator
 
     from allocation.adapters.eventlog import LoggedEvent
@@ -83,10 +86,22 @@ def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
     )
     worker.add_argument(
         "--interval",
-        type=float,
+        type=_interval,
         help="seconds between catch-up passes (default ALLOCATION_CATCH_UP_INTERVAL)",
     )
     commands.add_parser("catch-up", help="deliver what the log holds undelivered, once")
+
+
+def _interval(raw: str) -> float:
+    try:
+        value = config.parse_seconds(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0:
+        raise argparse.ArgumentTypeError(
+            f"invalid interval {shorten(raw)}: must be a finite number of seconds > 0"
+        )
+    return value
 
 
 async def _events(args: argparse.Namespace) -> int:
@@ -207,13 +222,17 @@ async def _worker(args: argparse.Namespace) -> int:
     )
     if interval <= 0:
         raise config.ConfigurationError(
-            "--interval", str(interval), "seconds > 0 for a worker"
+            "ALLOCATION_CATCH_UP_INTERVAL",
+            f"{interval:g}",
+            "seconds > 0 for a worker (or --interval)",
         )
     settings = dataclasses.replace(settings, catch_up_interval=interval)
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with bootstrap(settings=settings, relay=True):
             relaying = (
-                f", relaying to {settings.broker_url}" if settings.broker_url else ""
+                f", relaying to {mask_url(settings.broker_url)}"
+                if settings.broker_url
+                else ""
             )
             print(
                 f"worker {os.getpid()} running: catch-up every {interval:g}s"

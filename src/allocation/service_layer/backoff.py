@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from allocation.service_layer.masking import mask_secrets
+
 if TYPE_CHECKING:
     import logging
 
@@ -25,7 +27,10 @@ class Outage:
         """Record a failure; return how long to wait before the next try."""
         if not self._down:
             self._down = True
-            self._logger.warning("%s paused, will retry: %s", self._what, error)
+            # Ours mask their URLs already; any other error's text may quote one.
+            self._logger.warning(
+                "%s paused, will retry: %s", self._what, mask_secrets(str(error))
+            )
         self._wait = min(self._wait * 2, self._longest)
         return self._wait
 

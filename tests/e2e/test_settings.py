@@ -1,0 +1,70 @@
+"""Settings and worker options are checked before anything runs or is written (issue 8)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests.e2e.conftest import error_line, snapshot
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Cli
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_retry_delay_that_is_no_number_refuses_before_any_write(
+    migrated: Cli, value: str
+) -> None:
+    """Regression: with ALLOCATION_RETRY_DELAY=nan, register-user committed, then exit 70."""
+    before = snapshot(migrated.database)
+
+    result = migrated(
+        "register-user", "Ann", "ann@example.com", env={"ALLOCATION_RETRY_DELAY": value}
+    )
+
+    assert result.returncode == 1
+    assert f"ALLOCATION_RETRY_DELAY={value!r}" in error_line(result)
+    assert result.stdout == ""
+    assert snapshot(migrated.database) == before
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("BROKER_URL", "garbage"),
+        ("SMTP_PORT", "70000"),
+        ("SMTP_STARTTLS", "maybe"),
+        ("ALLOCATION_STOCK_DESK_EMAIL", "no address"),
+        ("ALLOCATION_COMMAND_STREAM", ""),
+    ],
+)
+def test_the_worker_refuses_a_bad_setting_in_one_line(
+    migrated: Cli, variable: str, value: str
+) -> None:
+    """Regression: BROKER_URL=garbage ended the worker with an ExceptionGroup (exit 70)."""
+    result = migrated("worker", env={variable: value})
+
+    assert result.returncode == 1
+    assert error_line(result).startswith(f"allocation: error: {variable}={value!r}")
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1", "x", "1e999"])
+def test_a_worker_interval_that_is_no_positive_number_is_a_usage_error(
+    migrated: Cli, value: str
+) -> None:
+    """Regression: `worker --interval nan` ran, catching up "every nans"."""
+    result = migrated("worker", f"--interval={value}")
+
+    assert result.returncode == 2
+    assert "argument --interval: invalid interval" in error_line(result)
+
+
+def test_a_position_beyond_64_bits_is_a_usage_error(migrated: Cli) -> None:
+    """Regression: exit 70 on SQLite, "database unavailable" on PostgreSQL."""
+    result = migrated("events", "list", "--after", "99999999999999999999999")
+
+    assert result.returncode == 2
+    assert "argument --after: invalid position" in error_line(result)

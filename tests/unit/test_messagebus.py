@@ -410,3 +410,18 @@ def test_one_name_cannot_subscribe_twice_to_one_event() -> None:
     with pytest.raises(ValueError, match="already handles"):
         bus.subscribe(Ping, handler)
     bus.subscribe(Ping, handler, name="handler-again")
+
+
+async def test_a_dead_letter_never_records_a_password_from_the_error() -> None:
+    uow = FakeUnitOfWork()
+    bus = make_bus(uow=uow)
+
+    async def leaky(event: Ping) -> None:
+        raise RuntimeError("cannot reach postgresql://app:s3cretpw@db.internal/app")
+
+    bus.subscribe(Ping, leaky)
+    await bus.handle(Ping(n=1))
+
+    [letter] = uow.event_log.letters.values()
+    assert "s3cretpw" not in letter.error
+    assert "postgresql://app:" in letter.error

@@ -27,6 +27,7 @@ from allocation.domain.exceptions import (
     ConcurrencyConflict,
     shorten,
 )
+from allocation.service_layer import masking
 from allocation.service_layer.backoff import Outage
 
 if TYPE_CHECKING:
@@ -174,7 +175,10 @@ async def _settle(
         return await _dead_letter(stream, entry, f"refused: {error}")
     except Exception as error:  # noqa: BLE001 - an entry's boundary
         return await _dead_letter(
-            stream, entry, f"failed: {type(error).__name__}: {error}", error
+            stream,
+            entry,
+            masking.mask_secrets(f"failed: {type(error).__name__}: {error}"),
+            error,
         )
     await stream.ack(entry.entry_id)
     return "handled"

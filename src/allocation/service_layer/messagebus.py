@@ -22,7 +22,7 @@ import anyio
 from allocation.adapters.locks import SubscriberLocks
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
-from allocation.service_layer import eager
+from allocation.service_layer import eager, masking
 from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
 from allocation.service_layer.unit_of_work import Handling, handling
 
@@ -333,7 +333,8 @@ class MessageBus:
                 await uow.event_log.add_dead_letter(
                     subscriber,
                     event.message_id,
-                    f"{type(error).__name__}: {error}",
+                    # Not our error, it may quote a URL with its password.
+                    masking.mask_secrets(f"{type(error).__name__}: {error}"),
                     attempts,
                 )
                 await uow.commit()

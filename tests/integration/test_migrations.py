@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import text
 
 from allocation import config
@@ -112,3 +115,82 @@ async def test_users_from_before_the_log_get_their_registration_logged(
         ).all()
     assert version == 1
     assert [tuple(row) for row in logged] == [("user_registered", "u1", 1)]
+
+
+_LOG = sa.table(
+    "event_log",
+    sa.column("message_id", sa.String()),
+    sa.column("aggregate_type", sa.String()),
+    sa.column("aggregate_id", sa.String()),
+    sa.column("aggregate_version", sa.Integer()),
+    sa.column("name", sa.String()),
+    sa.column("payload", sa.JSON()),
+    sa.column("occurred_at", sa.DateTime(timezone=True)),
+)
+
+
+def _logged(version: int, name: str, **payload: object) -> dict[str, object]:
+    return {
+        "message_id": str(uuid.uuid4()),
+        "aggregate_type": "product",
+        "aggregate_id": payload["sku"],
+        "aggregate_version": version,
+        "name": name,
+        "payload": payload,
+        "occurred_at": datetime.datetime.now(datetime.UTC),
+    }
+
+
+async def test_the_allocations_view_is_rebuilt_by_line_from_the_log(
+    engine: AsyncEngine,
+) -> None:
+    """Regression (issue 8): keyed by (orderid, sku), the view had lost lines."""
+    await migrations.downgrade(engine, "base")
+    await migrations.upgrade(engine, "0003")
+    line = {"orderid": "ox", "sku": "CHAIR"}
+    async with engine.begin() as connection:
+        await connection.execute(
+            _LOG.insert(),
+            [
+                _logged(2, "allocated", **line, qty=3, batchref="s1"),
+                _logged(3, "allocated", **line, qty=50, batchref="s2"),
+                _logged(4, "deallocated", **line, qty=50, batchref="s2"),
+                _logged(5, "allocated", **line, qty=50, batchref="s3"),
+                _logged(6, "allocated", **line, qty=7, batchref="s3"),
+                _logged(7, "deallocated", **line, qty=7, batchref="s3"),
+            ],
+        )
+        # What the old view held: the last line of (ox, CHAIR) only; and a row
+        # from before the log, whose line only the allocations table knows.
+        for statement in (
+            (
+                "INSERT INTO allocations_view (orderid, sku, batchref, version, allocated)"
+                " VALUES ('ox', 'CHAIR', 's3', 7, false), ('o0', 'LAMP', 'b0', 0, true)"
+            ),
+            "INSERT INTO products (sku) VALUES ('LAMP')",
+            (
+                "INSERT INTO batches (id, reference, sku, purchased_quantity)"
+                " VALUES (1, 'b0', 'LAMP', 10)"
+            ),
+            (
+                "INSERT INTO allocations (batch_id, orderid, sku, qty)"
+                " VALUES (1, 'o0', 'LAMP', 4)"
+            ),
+        ):
+            await connection.execute(text(statement))
+
+    await migrations.upgrade(engine)
+
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT orderid, sku, qty, batchref, version, allocated"
+                " FROM allocations_view ORDER BY orderid, qty"
+            )
+        )
+        assert [tuple(row) for row in rows] == [
+            ("o0", "LAMP", 4, "b0", 0, True),
+            ("ox", "CHAIR", 3, "s1", 2, True),
+            ("ox", "CHAIR", 7, "s3", 7, False),
+            ("ox", "CHAIR", 50, "s3", 5, True),
+        ]

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from allocation import config
 from allocation.adapters import database, migrations
 from allocation.adapters.exceptions import (
+    DataWouldBeLost,
     MigrationFailed,
     SchemaOutOfDate,
     SchemaTooNew,
@@ -194,3 +195,74 @@ async def test_the_allocations_view_is_rebuilt_by_line_from_the_log(
             ("ox", "CHAIR", 7, "s3", 7, False),
             ("ox", "CHAIR", 50, "s3", 5, True),
         ]
+
+
+async def test_the_allocations_view_goes_back_to_one_row_per_sku(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO allocations_view"
+                " (orderid, sku, qty, batchref, version, allocated) VALUES"
+                " ('ox', 'CHAIR', 3, 's1', 2, true), ('ox', 'CHAIR', 50, 's2', 3, true)"
+            )
+        )
+
+    await migrations.downgrade(engine, "0003", allow_data_loss=True)
+
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT orderid, sku, batchref, version FROM allocations_view")
+        )
+        assert [tuple(row) for row in rows] == [("ox", "CHAIR", "s2", 3)]
+    await migrations.upgrade(engine)
+
+
+async def test_a_downgrade_that_would_drop_rows_is_refused_and_changes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO products (sku) VALUES ('LAMP')"))
+
+    with pytest.raises(DataWouldBeLost) as refused:
+        await migrations.downgrade(engine, "base")
+
+    assert "table products (1 row)" in str(refused.value)
+    assert "event_log" not in str(refused.value)  # empty: nothing to lose there
+    assert await migrations.current_revision(engine) == migrations.head_revision()
+    async with engine.connect() as connection:
+        count = await connection.execute(text("SELECT count(*) FROM products"))
+        assert count.scalar() == 1
+
+
+async def test_a_downgrade_dropping_a_column_that_holds_rows_names_it(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO allocations_view"
+                " (orderid, sku, qty, batchref, version, allocated) VALUES"
+                " ('ox', 'CHAIR', 3, 's1', 2, true), ('ox', 'CHAIR', 50, 's2', 3, true)"
+            )
+        )
+
+    with pytest.raises(DataWouldBeLost) as refused:
+        await migrations.downgrade(engine, "0003")
+
+    assert str(refused.value) == (
+        "downgrading to '0003' would lose data: column allocations_view.qty"
+        " (2 rows), 1 row of allocations_view"
+    )
+    assert await migrations.current_revision(engine) == migrations.head_revision()
+
+
+async def test_a_downgrade_allowed_to_lose_data_goes_ahead(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO products (sku) VALUES ('LAMP')"))
+
+    await migrations.downgrade(engine, "base", allow_data_loss=True)
+
+    assert await migrations.current_revision(engine) is None
+    await migrations.upgrade(engine)

@@ -4,13 +4,14 @@ AllocationError
 ├── SchemaOutOfDate       the database lacks migrations this code needs
 │   └── SchemaTooNew      it was migrated by a newer version
 ├── MigrationFailed       alembic refused, e.g. an unknown revision
+├── DataWouldBeLost       a downgrade would drop data, and was not allowed to
 ├── DatabaseUnavailable   the database cannot be reached or opened
 └── BrokerUnavailable     the message broker cannot be reached
 """
 
 from __future__ import annotations
 
-from allocation.domain.exceptions import AllocationError
+from allocation.domain.exceptions import AllocationError, shorten
 
 
 class SchemaOutOfDate(AllocationError):
@@ -45,6 +46,17 @@ class MigrationFailed(AllocationError):
     def __init__(self, reason: str) -> None:
         self.reason = reason
         super().__init__(f"migration failed: {reason}")
+
+
+class DataWouldBeLost(AllocationError):
+    """Raised when a downgrade would drop tables or columns holding rows, or rows."""
+
+    def __init__(self, revision: str, lost: list[str]) -> None:
+        self.revision = revision
+        self.lost = lost
+        super().__init__(
+            f"downgrading to {shorten(revision)} would lose data: {', '.join(lost)}"
+        )
 
 
 class DatabaseUnavailable(AllocationError):

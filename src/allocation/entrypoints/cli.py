@@ -12,6 +12,7 @@ import anyio
 
 from allocation import config, views
 from allocation.adapters import database, migrations
+from allocation.adapters.exceptions import DataWouldBeLost
 from allocation.bootstrap import bootstrap
 from allocation.domain import model
 from allocation.domain.exceptions import (
@@ -93,8 +94,16 @@ def _build_parser() -> argparse.ArgumentParser:
     db_actions = db.add_subparsers(dest="action", required=True, parser_class=_Parser)
     upgrade = db_actions.add_parser("upgrade", help="migrate up (to head by default)")
     upgrade.add_argument("revision", nargs="?", default="head")
-    downgrade = db_actions.add_parser("downgrade", help="migrate down to REVISION")
-    downgrade.add_argument("revision")
+    downgrade = db_actions.add_parser(
+        "downgrade",
+        help="migrate down to REVISION (refused if it would lose data, unless --yes)",
+    )
+    downgrade.add_argument("revision", help="a revision, or base for no schema")
+    downgrade.add_argument(
+        "--yes",
+        action="store_true",
+        help="go ahead even if tables, columns or rows holding data are dropped",
+    )
     db_actions.add_parser("current", help="show the revision the database is at")
 
     register = commands.add_parser("register-user", help="register a user")
@@ -158,7 +167,17 @@ async def _db(args: argparse.Namespace) -> int:
     engine = database.create_engine(settings.database_url)
     try:
         if args.action == "downgrade":
-            await migrations.downgrade(engine, args.revision)
+            try:
+                await migrations.downgrade(
+                    engine, args.revision, allow_data_loss=args.yes
+                )
+            except DataWouldBeLost as refused:
+                print(
+                    f"allocation: error: {refused}; nothing was changed"
+                    " (run again with --yes to go ahead)",
+                    file=sys.stderr,
+                )
+                return 1
         current = await migrations.current_revision(engine)
         print(f"database at revision {current or 'base (no schema)'}")
     finally:

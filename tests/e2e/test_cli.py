@@ -267,15 +267,6 @@ def test_unusable_database_url_is_one_line(cli: Cli) -> None:
     assert "nonsense://x" in error_line(result)
 
 
-def test_unreachable_database_is_one_line(cli: Cli) -> None:
-    url = f"sqlite:///{cli.cwd / 'missing' / 'allocation.db'}"
-
-    line = error_line(cli("demo", env={"DATABASE_URL": url}))
-
-    assert "unavailable" in line
-    assert "missing" in line
-
-
 def test_unknown_revision_is_a_user_error(cli: Cli) -> None:
     result = cli("db", "upgrade", "nosuchrevision")
 

@@ -6,12 +6,18 @@ AllocationError
 ├── MigrationFailed       alembic refused, e.g. an unknown revision
 ├── DataWouldBeLost       a downgrade would drop data, and was not allowed to
 ├── DatabaseUnavailable   the database cannot be reached or opened
+├── DatabaseFileUnusable  a SQLite file cannot be opened as the command needs
+│   ├── DatabaseDirectoryMissing   its directory does not exist
+│   └── DatabaseReadOnly  a command that writes meets a read-only file
 └── BrokerUnavailable     the message broker cannot be reached
 """
 
 from __future__ import annotations
 
 from allocation.domain.exceptions import AllocationError, shorten
+
+# Paths are quoted whole up to this length: their last part matters most.
+_PATH_LIMIT = 300
 
 
 class SchemaOutOfDate(AllocationError):
@@ -66,6 +72,41 @@ class DatabaseUnavailable(AllocationError):
         self.url = url
         self.reason = reason
         super().__init__(f"database {url} is unavailable: {reason}")
+
+
+class DatabaseFileUnusable(AllocationError):
+    """Raised when a SQLite database file cannot be opened as the command needs."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"database {shorten(path, _PATH_LIMIT)}: {reason}")
+
+
+class DatabaseDirectoryMissing(DatabaseFileUnusable):
+    """Raised when the directory of a SQLite database file does not exist."""
+
+    def __init__(self, path: str, directory: str) -> None:
+        self.path = path
+        self.directory = directory
+        self.reason = "its directory does not exist"
+        AllocationError.__init__(
+            self,
+            f"the database's directory {shorten(directory, _PATH_LIMIT)}"
+            " does not exist",
+        )
+
+
+class DatabaseReadOnly(DatabaseFileUnusable):
+    """Raised when a command that writes meets a SQLite file it may not write."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.why = why
+        super().__init__(
+            path,
+            f"it is read-only ({why}) and this command writes to it;"
+            " commands that only read still work",
+        )
 
 
 class BrokerUnavailable(AllocationError):

@@ -164,7 +164,9 @@ async def _db(args: argparse.Namespace) -> int:
     if args.action == "upgrade":
         await _upgrade(settings, args.revision, quiet=False)
         return 0
-    engine = database.create_engine(settings.database_url)
+    engine = database.create_engine(
+        settings.database_url, read_only=args.action == "current"
+    )
     try:
         if args.action == "downgrade":
             try:
@@ -222,7 +224,7 @@ async def _change_batch_quantity(args: argparse.Namespace) -> int:
 
 
 async def _allocations(args: argparse.Namespace) -> int:
-    async with bootstrap() as bus:
+    async with bootstrap(read_only=True) as bus:
         rows = await views.allocations(args.orderid, bus.uow_factory())
     if not rows:
         print(f"order {args.orderid} has no allocations")

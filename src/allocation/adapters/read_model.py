@@ -40,7 +40,7 @@ class LineState(NamedTuple):
     allocated: bool
 
 
-def line_key(line: LineState) -> tuple[str, str, int]:
+def _line_key(line: LineState) -> tuple[str, str, int]:
     """The row's key: the order line."""
     return (line.orderid, line.sku, line.qty)
 
@@ -278,7 +278,7 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
                 table.c.allocated,
             )
         )
-        return sorted((LineState(*row) for row in rows), key=line_key)
+        return sorted((LineState(*row) for row in rows), key=_line_key)
 
 
 class SqlAlchemyUsersView(AbstractUsersView):

@@ -140,8 +140,9 @@ def _raw_variant(connection: aiosqlite.Connection, skus: list[str]) -> Variant:
                 raise
             await connection.commit()
             await transaction(
-                "INSERT INTO allocations_view (orderid, sku, batchref) VALUES (?, ?, ?)"
-                " ON CONFLICT (orderid, sku) DO UPDATE SET batchref = excluded.batchref",
+                "INSERT INTO allocations_view (orderid, sku, qty, batchref)"
+                " VALUES (?, ?, 1, ?) ON CONFLICT (orderid, sku, qty)"
+                " DO UPDATE SET batchref = excluded.batchref",
                 orderid,
                 sku,
                 reference,

@@ -95,7 +95,7 @@ async def _reset_projection(bus: MessageBus) -> None:
 
 async def _rows(bus: MessageBus) -> int:
     async with bus.uow_factory() as uow:
-        return len(await uow.allocations_view.all_rows())
+        return sum(line.allocated for line in await uow.allocations_view.lines())
 
 
 class _Run:

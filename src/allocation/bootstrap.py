@@ -50,6 +50,7 @@ async def bootstrap(
     check_schema: bool = True,
     catch_up: bool | None = None,
     relay: bool = False,
+    read_only: bool = False,
     **dependencies: Any,
 ) -> AsyncIterator[messagebus.MessageBus]:
     """Yield a ready MessageBus; leaving the block stops background work cleanly.
@@ -70,11 +71,15 @@ async def bootstrap(
         relay: publish the event log to the broker at ``settings.broker_url`` in
             the background and consume the commands other services send there
             (what `allocation worker` does); off without a URL.
+        read_only: for queries: open the configured database read-only (which
+            works on a file this process may not write) and do not catch up.
         dependencies: further handler dependencies, by parameter name.
 
     Raises:
         SchemaOutOfDate: the database needs ``allocation db upgrade``.
         DatabaseUnavailable: the database cannot be reached.
+        DatabaseFileUnusable: a SQLite file in a directory that does not exist,
+            or read-only while ``read_only`` is not set.
     """
     settings = settings or config.Settings.from_environment()
     console = console or StdoutConsole()
@@ -88,7 +93,7 @@ async def bootstrap(
         locks: SubscriberLocks | None = None
         if uow is None:
             uow_factory, locks = await _sql_unit_of_work_factory(
-                settings, check_schema, stack
+                settings, check_schema, stack, read_only=read_only
             )
         elif isinstance(uow, unit_of_work.AbstractUnitOfWork):
             uow_factory = functools.partial(_same, uow)
@@ -112,7 +117,9 @@ async def bootstrap(
             projections=projections.PROJECTIONS,
             locks=locks,
         )
-        if catch_up is None:
+        if read_only:
+            catch_up = False  # catch-up writes what it delivers
+        elif catch_up is None:
             catch_up = not isinstance(uow, unit_of_work.AbstractUnitOfWork)
         if catch_up:
             # Whatever a process that died left undone is finished before new work.
@@ -190,11 +197,17 @@ def _start_broker_work(
 
 
 async def _sql_unit_of_work_factory(
-    settings: config.Settings, check_schema: bool, stack: contextlib.AsyncExitStack
+    settings: config.Settings,
+    check_schema: bool,
+    stack: contextlib.AsyncExitStack,
+    *,
+    read_only: bool,
 ) -> tuple[messagebus.UowFactory, SubscriberLocks]:
     orm.start_mappers()
     engine = database.create_engine(
-        settings.database_url, pool_size=settings.database_pool_size
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        read_only=read_only,
     )
     stack.push_async_callback(engine.dispose)
     if check_schema:

@@ -21,6 +21,7 @@ from allocation.adapters.read_model import (
     AbstractAllocationsView,
     AbstractUsersView,
     AllocationRow,
+    LineState,
     UserRow,
 )
 from allocation.adapters.repository import (
@@ -100,57 +101,70 @@ class FakeUserRepository(AbstractUserRepository):
 
 
 class FakeAllocationsView(AbstractAllocationsView):
-    """The read model as a dict: (orderid, sku) -> (batchref, version, allocated)."""
+    """The read model as a dict: (orderid, sku, qty) -> (batchref, version, allocated).
+
+    It keeps the same rows as the SQL table, by the same rule, so it also serves
+    as scratch state when ``verify`` replays the log.
+    """
 
     def __init__(self) -> None:
-        self.lines: dict[tuple[str, str], tuple[str, int, bool]] = {}
+        self.rows: dict[tuple[str, str, int], tuple[str, int, bool]] = {}
 
     async def add(
-        self, orderid: str, sku: str, batchref: str, version: int | None = None
+        self,
+        orderid: str,
+        sku: str,
+        qty: int,
+        batchref: str,
+        version: int | None = None,
     ) -> None:
-        self._write(orderid, sku, batchref, version, allocated=True)
+        self._write(orderid, sku, qty, batchref, version, allocated=True)
 
     async def remove(
-        self, orderid: str, sku: str, batchref: str, version: int | None = None
+        self,
+        orderid: str,
+        sku: str,
+        qty: int,
+        batchref: str,
+        version: int | None = None,
     ) -> None:
-        self._write(orderid, sku, batchref, version, allocated=False)
+        self._write(orderid, sku, qty, batchref, version, allocated=False)
 
     def _write(
         self,
         orderid: str,
         sku: str,
+        qty: int,
         batchref: str,
         version: int | None,
         *,
         allocated: bool,
     ) -> None:
-        known = self.lines.get((orderid, sku))
+        known = self.rows.get((orderid, sku, qty))
         if version is not None and known is not None and known[1] >= version:
             return  # an older event, or one already applied
-        self.lines[orderid, sku] = (batchref, version or 0, allocated)
-
-    @property
-    def rows(self) -> dict[tuple[str, str], str]:
-        """(orderid, sku) -> batchref of the lines allocated now."""
-        return {
-            key: ref for key, (ref, _, allocated) in self.lines.items() if allocated
-        }
+        self.rows[orderid, sku, qty] = (batchref, version or 0, allocated)
 
     async def clear(self) -> None:
-        self.lines.clear()
+        self.rows.clear()
 
-    async def all_rows(self) -> list[tuple[str, str, str]]:
-        return sorted((order, sku, ref) for (order, sku), ref in self.rows.items())
+    async def lines(self) -> list[LineState]:
+        return [
+            LineState(orderid, sku, qty, batchref, version, allocated)
+            for (orderid, sku, qty), (batchref, version, allocated) in sorted(
+                self.rows.items()
+            )
+        ]
 
     async def for_order(self, orderid: str) -> list[AllocationRow]:
-        return sorted(
-            (
-                AllocationRow(sku=sku, batchref=batchref)
-                for (order, sku), batchref in self.rows.items()
-                if order == orderid
-            ),
-            key=lambda row: row["sku"],
-        )
+        return [
+            AllocationRow(sku=sku, batchref=batchref)
+            for sku, batchref, _ in sorted(
+                (sku, batchref, qty)
+                for (order, sku, qty), (batchref, _, allocated) in self.rows.items()
+                if order == orderid and allocated
+            )
+        ]
 
 
 class FakeUsersView(AbstractUsersView):
@@ -169,7 +183,7 @@ class FakeUsersView(AbstractUsersView):
         self.rows.clear()
 
     async def all_rows(self) -> list[UserRow]:
-        return sorted(self.rows.values(), key=lambda row: row["email"])
+        return sorted(self.rows.values(), key=lambda row: (row["email"], row["id"]))
 
 
 class FakeEventLog(AbstractEventLog):

@@ -12,7 +12,11 @@ if TYPE_CHECKING:
 
 
 async def allocations(orderid: str, uow: AbstractUnitOfWork) -> list[AllocationRow]:
-    """Return ``[{"sku": ..., "batchref": ...}]`` for every allocated line of an order."""
+    """Return ``[{"sku": ..., "batchref": ...}]``, one per allocated line of an order.
+
+    An order may hold lines of one sku in several batches (or two in one batch):
+    each is an entry, sorted by sku, then batch, then the line's quantity.
+    """
     async with uow:
         return await uow.allocations_view.for_order(orderid)
 

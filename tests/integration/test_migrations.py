@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from typing import TYPE_CHECKING
 
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import text
 
 from allocation import config
 from allocation.adapters import database, migrations
 from allocation.adapters.exceptions import (
+    DataWouldBeLost,
     MigrationFailed,
     SchemaOutOfDate,
     SchemaTooNew,
@@ -112,3 +116,153 @@ async def test_users_from_before_the_log_get_their_registration_logged(
         ).all()
     assert version == 1
     assert [tuple(row) for row in logged] == [("user_registered", "u1", 1)]
+
+
+_LOG = sa.table(
+    "event_log",
+    sa.column("message_id", sa.String()),
+    sa.column("aggregate_type", sa.String()),
+    sa.column("aggregate_id", sa.String()),
+    sa.column("aggregate_version", sa.Integer()),
+    sa.column("name", sa.String()),
+    sa.column("payload", sa.JSON()),
+    sa.column("occurred_at", sa.DateTime(timezone=True)),
+)
+
+
+def _logged(version: int, name: str, **payload: object) -> dict[str, object]:
+    return {
+        "message_id": str(uuid.uuid4()),
+        "aggregate_type": "product",
+        "aggregate_id": payload["sku"],
+        "aggregate_version": version,
+        "name": name,
+        "payload": payload,
+        "occurred_at": datetime.datetime.now(datetime.UTC),
+    }
+
+
+async def test_the_allocations_view_is_rebuilt_by_line_from_the_log(
+    engine: AsyncEngine,
+) -> None:
+    """Regression (issue 8): keyed by (orderid, sku), the view had lost lines."""
+    await migrations.downgrade(engine, "base")
+    await migrations.upgrade(engine, "0003")
+    line = {"orderid": "ox", "sku": "CHAIR"}
+    async with engine.begin() as connection:
+        await connection.execute(
+            _LOG.insert(),
+            [
+                _logged(2, "allocated", **line, qty=3, batchref="s1"),
+                _logged(3, "allocated", **line, qty=50, batchref="s2"),
+                _logged(4, "deallocated", **line, qty=50, batchref="s2"),
+                _logged(5, "allocated", **line, qty=50, batchref="s3"),
+                _logged(6, "allocated", **line, qty=7, batchref="s3"),
+                _logged(7, "deallocated", **line, qty=7, batchref="s3"),
+            ],
+        )
+        # What the old view held: the last line of (ox, CHAIR) only; and a row
+        # from before the log, whose line only the allocations table knows.
+        for statement in (
+            (
+                "INSERT INTO allocations_view (orderid, sku, batchref, version, allocated)"
+                " VALUES ('ox', 'CHAIR', 's3', 7, false), ('o0', 'LAMP', 'b0', 0, true)"
+            ),
+            "INSERT INTO products (sku) VALUES ('LAMP')",
+            (
+                "INSERT INTO batches (id, reference, sku, purchased_quantity)"
+                " VALUES (1, 'b0', 'LAMP', 10)"
+            ),
+            (
+                "INSERT INTO allocations (batch_id, orderid, sku, qty)"
+                " VALUES (1, 'o0', 'LAMP', 4)"
+            ),
+        ):
+            await connection.execute(text(statement))
+
+    await migrations.upgrade(engine)
+
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT orderid, sku, qty, batchref, version, allocated"
+                " FROM allocations_view ORDER BY orderid, qty"
+            )
+        )
+        assert [tuple(row) for row in rows] == [
+            ("o0", "LAMP", 4, "b0", 0, True),
+            ("ox", "CHAIR", 3, "s1", 2, True),
+            ("ox", "CHAIR", 7, "s3", 7, False),
+            ("ox", "CHAIR", 50, "s3", 5, True),
+        ]
+
+
+async def test_the_allocations_view_goes_back_to_one_row_per_sku(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO allocations_view"
+                " (orderid, sku, qty, batchref, version, allocated) VALUES"
+                " ('ox', 'CHAIR', 3, 's1', 2, true), ('ox', 'CHAIR', 50, 's2', 3, true)"
+            )
+        )
+
+    await migrations.downgrade(engine, "0003", allow_data_loss=True)
+
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text("SELECT orderid, sku, batchref, version FROM allocations_view")
+        )
+        assert [tuple(row) for row in rows] == [("ox", "CHAIR", "s2", 3)]
+    await migrations.upgrade(engine)
+
+
+async def test_a_downgrade_that_would_drop_rows_is_refused_and_changes_nothing(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO products (sku) VALUES ('LAMP')"))
+
+    with pytest.raises(DataWouldBeLost) as refused:
+        await migrations.downgrade(engine, "base")
+
+    assert "table products (1 row)" in str(refused.value)
+    assert "event_log" not in str(refused.value)  # empty: nothing to lose there
+    assert await migrations.current_revision(engine) == migrations.head_revision()
+    async with engine.connect() as connection:
+        count = await connection.execute(text("SELECT count(*) FROM products"))
+        assert count.scalar() == 1
+
+
+async def test_a_downgrade_dropping_a_column_that_holds_rows_names_it(
+    engine: AsyncEngine,
+) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO allocations_view"
+                " (orderid, sku, qty, batchref, version, allocated) VALUES"
+                " ('ox', 'CHAIR', 3, 's1', 2, true), ('ox', 'CHAIR', 50, 's2', 3, true)"
+            )
+        )
+
+    with pytest.raises(DataWouldBeLost) as refused:
+        await migrations.downgrade(engine, "0003")
+
+    assert str(refused.value) == (
+        "downgrading to '0003' would lose data: column allocations_view.qty"
+        " (2 rows), 1 row of allocations_view"
+    )
+    assert await migrations.current_revision(engine) == migrations.head_revision()
+
+
+async def test_a_downgrade_allowed_to_lose_data_goes_ahead(engine: AsyncEngine) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text("INSERT INTO products (sku) VALUES ('LAMP')"))
+
+    await migrations.downgrade(engine, "base", allow_data_loss=True)
+
+    assert await migrations.current_revision(engine) is None
+    await migrations.upgrade(engine)

@@ -6,16 +6,25 @@ Asyncio only, like the drivers underneath.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import asyncpg
 from sqlalchemy import event, exc
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm.exc import StaleDataError
 
 from allocation.adapters import postgres_driver, sqlite_driver
-from allocation.adapters.exceptions import DatabaseUnavailable, DataRefused
+from allocation.adapters.exceptions import (
+    DatabaseDirectoryMissing,
+    DatabaseFileUnusable,
+    DatabaseReadOnly,
+    DatabaseUnavailable,
+    DataRefused,
+)
 from allocation.domain.exceptions import (
     AlreadyProcessed,
     ConcurrencyConflict,
@@ -50,27 +59,50 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
+def create_engine(
+    url: str, *, pool_size: int | None = None, read_only: bool = False
+) -> AsyncEngine:
     """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys.
 
     Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers. SQLite
     runs through our one-trip aiosqlite adapter (see ``sqlite_driver``); PostgreSQL
     holds at most ``pool_size`` connections (SQLAlchemy's 5 + 10 overflow without).
+
+    ``read_only`` opens the database for reading only (SQLite ``mode=ro``,
+    PostgreSQL read-only transactions), which works on a file the process may not
+    write. A read-write engine on a SQLite file it may not write is refused here,
+    before anything is tried, as is a file in a directory that does not exist.
+
+    Raises:
+        DatabaseUnavailable: the URL is unusable.
+        DatabaseDirectoryMissing: the SQLite file's directory does not exist.
+        DatabaseReadOnly: a read-write engine on a SQLite file that is read-only.
+        DatabaseFileUnusable: a SQLite file that cannot even be read.
     """
     url = normalise_database_url(url)
     options: dict[str, Any] = {}
-    if url.startswith("sqlite+aiosqlite:"):
-        # Our UoW always ends its transaction, so the pool's unconditional
-        # rollback on return is replaced by one that runs only when needed.
-        options = {"module": sqlite_driver.dbapi(), "pool_reset_on_return": None}
-    elif url.startswith("postgresql+asyncpg:"):
-        # The transactions are begun on the driver by postgres_driver's hooks.
-        options = {"isolation_level": "AUTOCOMMIT"}
-        if pool_size is not None:
-            # A fixed pool: tasks beyond it wait for a connection instead of
-            # opening and closing overflow connections under load.
-            options.update(pool_size=pool_size, max_overflow=0)
     try:
+        if url.startswith("sqlite+aiosqlite:"):
+            open_options = _sqlite_open_options(make_url(url).database, read_only)
+            # Our UoW always ends its transaction, so the pool's unconditional
+            # rollback on return is replaced by one that runs only when needed.
+            options = {
+                "module": sqlite_driver.dbapi(open_options),
+                "pool_reset_on_return": None,
+            }
+        elif url.startswith("postgresql+asyncpg:"):
+            # The transactions are begun on the driver by postgres_driver's hooks.
+            options = {"isolation_level": "AUTOCOMMIT"}
+            if read_only:
+                options["connect_args"] = {
+                    "server_settings": {"default_transaction_read_only": "on"}
+                }
+            if pool_size is not None:
+                # A fixed pool: tasks beyond it wait for a connection instead of
+                # opening and closing overflow connections under load.
+                options.update(pool_size=pool_size, max_overflow=0)
+        if read_only:
+            options["execution_options"] = {READ_ONLY: True}
         engine = create_async_engine(url, **options)
     except (
         exc.ArgumentError,
@@ -81,13 +113,61 @@ def create_engine(url: str, *, pool_size: int | None = None) -> AsyncEngine:
     ) as error:
         raise DatabaseUnavailable(url, f"unusable URL ({error})") from error
     if engine.dialect.name == "sqlite":
-        event.listen(engine.sync_engine, "connect", _prepare_sqlite_connection)
+        prepare = (
+            _prepare_read_only_sqlite_connection
+            if read_only
+            else _prepare_sqlite_connection
+        )
+        event.listen(engine.sync_engine, "connect", prepare)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
-        if options:
+        if "module" in options:
             event.listen(engine.sync_engine, "reset", _reset_sqlite_connection)
-    elif options:
+    elif "isolation_level" in options:
         postgres_driver.install(engine)
     return engine
+
+
+def _sqlite_open_options(database: str | None, read_only: bool) -> dict[str, str]:
+    """How to open a SQLite file (URI parameters), once it is known to be usable."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return {}  # in memory, or a URI the user wrote: opened as it says
+    path = Path(database).absolute()
+    try:
+        return _file_open_options(path, read_only=read_only)
+    except OSError as error:  # e.g. a parent directory this user may not enter
+        raise DatabaseFileUnusable(str(path), error.strerror or str(error)) from error
+
+
+def _file_open_options(path: Path, *, read_only: bool) -> dict[str, str]:
+    directory = path.parent
+    if not directory.is_dir():
+        raise DatabaseDirectoryMissing(str(path), str(directory))
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    may_write = _writable(directory) and (not path.exists() or _writable(path))
+    if not read_only:
+        if path.exists() and not _writable(path):
+            raise DatabaseReadOnly(str(path), "the file is not writable")
+        if not _writable(directory) and not (wal.exists() and shm.exists()):
+            # SQLite creates the file, its -wal and its -shm next to it.
+            raise DatabaseReadOnly(str(path), "its directory is not writable")
+        return {}
+    if not wal.exists() and not shm.exists() and not may_write:
+        # Nothing is waiting in a -wal file and no connection is open (it would
+        # have made these files), and this process could create neither the -shm
+        # file a WAL reader needs nor anything else: the file alone is the
+        # database, read as it is, with nothing created next to it.
+        return {"mode": "ro", "immutable": "1"}
+    if not shm.exists() and not _writable(directory):
+        raise DatabaseFileUnusable(
+            str(path),
+            "its -wal file holds changes SQLite can read only through a -shm file,"
+            " which it cannot create: the directory is read-only",
+        )
+    return {"mode": "ro"}
+
+
+def _writable(path: Path) -> bool:
+    return os.access(path, os.W_OK)
 
 
 def _prepare_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
@@ -103,6 +183,18 @@ def _prepare_sqlite_connection(dbapi_connection: Any, _record: object) -> None:
         "foreign_keys=ON",
         f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}",
     ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _prepare_read_only_sqlite_connection(
+    dbapi_connection: Any, _record: object
+) -> None:
+    # A reader changes no setting of the file (the journal mode is the writers'),
+    # and refuses any write, whatever the file's permissions.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in ("query_only=ON", f"busy_timeout={SQLITE_BUSY_TIMEOUT_MS}"):
         cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 

@@ -4,7 +4,11 @@ AllocationError
 ├── SchemaOutOfDate       the database lacks migrations this code needs
 │   └── SchemaTooNew      it was migrated by a newer version
 ├── MigrationFailed       alembic refused, e.g. an unknown revision
+├── DataWouldBeLost       a downgrade would drop data, and was not allowed to
 ├── DatabaseUnavailable   the database cannot be reached, opened or written (transient)
+├── DatabaseFileUnusable  a SQLite file cannot be opened as the command needs
+│   ├── DatabaseDirectoryMissing   its directory does not exist
+│   └── DatabaseReadOnly  a command that writes meets a read-only file
 ├── DataRefused           the database refused a value (the input's fault: not retried)
 └── BrokerUnavailable     the message broker cannot be reached (transient)
 
@@ -14,11 +18,13 @@ can forget to.
 
 from __future__ import annotations
 
-from allocation.domain.exceptions import AllocationError
+from allocation.domain.exceptions import AllocationError, shorten
 from allocation.service_layer.masking import mask_secrets, mask_url
 
 # A driver's reason quotes the value it refused: never more than this much of it.
 _MAX_REASON = 160
+# Paths are quoted whole up to this length: their last part matters most.
+_PATH_LIMIT = 300
 
 
 class SchemaOutOfDate(AllocationError):
@@ -55,6 +61,17 @@ class MigrationFailed(AllocationError):
         super().__init__(f"migration failed: {self.reason}")
 
 
+class DataWouldBeLost(AllocationError):
+    """Raised when a downgrade would drop tables or columns holding rows, or rows."""
+
+    def __init__(self, revision: str, lost: list[str]) -> None:
+        self.revision = revision
+        self.lost = lost
+        super().__init__(
+            f"downgrading to {shorten(revision)} would lose data: {', '.join(lost)}"
+        )
+
+
 class DatabaseUnavailable(AllocationError):
     """Raised when the database cannot be reached, opened or written.
 
@@ -78,6 +95,41 @@ class DataRefused(AllocationError):
     def __init__(self, reason: str) -> None:
         self.reason = _cut(mask_secrets(reason))
         super().__init__(f"the database refused a value: {self.reason}")
+
+
+class DatabaseFileUnusable(AllocationError):
+    """Raised when a SQLite database file cannot be opened as the command needs."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"database {shorten(path, _PATH_LIMIT)}: {reason}")
+
+
+class DatabaseDirectoryMissing(DatabaseFileUnusable):
+    """Raised when the directory of a SQLite database file does not exist."""
+
+    def __init__(self, path: str, directory: str) -> None:
+        self.path = path
+        self.directory = directory
+        self.reason = "its directory does not exist"
+        AllocationError.__init__(
+            self,
+            f"the database's directory {shorten(directory, _PATH_LIMIT)}"
+            " does not exist",
+        )
+
+
+class DatabaseReadOnly(DatabaseFileUnusable):
+    """Raised when a command that writes meets a SQLite file it may not write."""
+
+    def __init__(self, path: str, why: str) -> None:
+        self.why = why
+        super().__init__(
+            path,
+            f"it is read-only ({why}) and this command writes to it;"
+            " commands that only read still work",
+        )
 
 
 class BrokerUnavailable(AllocationError):

@@ -6,6 +6,7 @@ the wheel as ``allocation/migrations``, so they are found from any directory.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,9 +16,11 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
+from sqlalchemy import func, inspect, select, table
 
 from allocation.adapters import database
 from allocation.adapters.exceptions import (
+    DataWouldBeLost,
     MigrationFailed,
     SchemaOutOfDate,
     SchemaTooNew,
@@ -87,9 +90,69 @@ async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:
     await _run(engine, lambda config: command.upgrade(config, revision))
 
 
-async def downgrade(engine: AsyncEngine, revision: str) -> None:
-    """Migrate the database down to ``revision`` (``base`` empties it)."""
-    await _run(engine, lambda config: command.downgrade(config, revision))
+async def downgrade(
+    engine: AsyncEngine, revision: str, *, allow_data_loss: bool = False
+) -> None:
+    """Migrate the database down to ``revision`` (``base`` empties it).
+
+    The downgrade runs in one transaction; unless ``allow_data_loss``, it is
+    rolled back if it dropped a table or column that held rows, or deleted rows.
+
+    Raises:
+        DataWouldBeLost: what would have been lost, when not allowed.
+        MigrationFailed: alembic refused, e.g. an unknown revision.
+    """
+
+    def downgrade_checked(config: Config) -> None:
+        connection: Connection = config.attributes["connection"]
+        before = _holdings(connection)
+        command.downgrade(config, revision)
+        lost = _losses(before, _holdings(connection))
+        if lost and not allow_data_loss:
+            raise DataWouldBeLost(revision, lost)  # rolls the downgrade back
+
+    await _run(engine, downgrade_checked)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Holding:
+    rows: int
+    columns: frozenset[str]
+
+
+def _holdings(connection: Connection) -> dict[str, _Holding]:
+    """Every table but alembic's, with its row count and columns."""
+    inspector = inspect(connection)
+    holdings = {}
+    for name in inspector.get_table_names():
+        if name == "alembic_version":
+            continue
+        rows = connection.execute(select(func.count()).select_from(table(name)))
+        columns = frozenset(column["name"] for column in inspector.get_columns(name))
+        holdings[name] = _Holding(rows.scalar_one(), columns)
+    return holdings
+
+
+def _losses(before: dict[str, _Holding], after: dict[str, _Holding]) -> list[str]:
+    lost = []
+    for name, held in sorted(before.items()):
+        if not held.rows:
+            continue
+        kept = after.get(name)
+        if kept is None:
+            lost.append(f"table {name} ({_rows(held.rows)})")
+            continue
+        lost += [
+            f"column {name}.{column} ({_rows(held.rows)})"
+            for column in sorted(held.columns - kept.columns)
+        ]
+        if kept.rows < held.rows:
+            lost.append(f"{_rows(held.rows - kept.rows)} of {name}")
+    return lost
+
+
+def _rows(count: int) -> str:
+    return f"{count} row" if count == 1 else f"{count} rows"
 
 
 async def check(engine: AsyncEngine) -> None:

@@ -145,15 +145,18 @@ users_view = Table(
     Column("email", String(254), nullable=False),
 )
 
-# Read model kept by event handlers (CQRS): one row per order line. ``version`` is
-# the product version of the last event applied to the row, so an older event that
-# arrives late changes nothing; a deallocated line stays as a row with ``allocated``
-# false, keeping its version, instead of being deleted.
+# Read model kept by event handlers (CQRS): one row per order line (orderid, sku,
+# qty), which is in at most one batch at a time; an order may hold lines of one sku
+# in several batches. ``version`` is the product version of the last event applied
+# to the row, so an older event that arrives late changes nothing; a deallocated
+# line stays as a row with ``allocated`` false, keeping its version, instead of
+# being deleted.
 allocations_view = Table(
     "allocations_view",
     metadata,
     Column("orderid", String(255), primary_key=True),
     Column("sku", String(255), primary_key=True),
+    Column("qty", Integer, primary_key=True, autoincrement=False),
     Column("batchref", String(255), nullable=False),
     Column("version", Integer, nullable=False, server_default="0"),
     Column("allocated", Boolean, nullable=False, server_default=true()),

@@ -94,10 +94,12 @@ _SELECT_USER = "SELECT id, name, email, version_number FROM users"
 USER_BY_ID = f"{_SELECT_USER} WHERE id = $1"
 USER_BY_EMAIL = f"{_SELECT_USER} WHERE email = $1"
 USER_IDS = "SELECT id FROM users ORDER BY id"
+# One row per order line (orderid, sku, qty): an order may hold lines of one sku
+# in several batches.
 UPSERT_LINE = (
-    "INSERT INTO allocations_view (orderid, sku, batchref, version, allocated)"
-    " VALUES ($1, $2, $3, $4, $5)"
-    " ON CONFLICT (orderid, sku) DO UPDATE SET batchref = excluded.batchref,"
+    "INSERT INTO allocations_view (orderid, sku, qty, batchref, version, allocated)"
+    " VALUES ($1, $2, $3, $4, $5, $6)"
+    " ON CONFLICT (orderid, sku, qty) DO UPDATE SET batchref = excluded.batchref,"
     " version = excluded.version, allocated = excluded.allocated"
 )
 # Only a newer version overwrites: events may arrive in any order.

@@ -26,21 +26,41 @@ class AllocationRow(TypedDict):
 
 
 class LineState(NamedTuple):
-    """Where an order line stands as of product ``version``."""
+    """Where an order line (orderid, sku, qty) stands as of product ``version``.
+
+    An order may hold several lines of one sku (in one batch or in several), and
+    a line is in at most one batch at a time: the line is the read model's key.
+    """
 
     orderid: str
     sku: str
+    qty: int
     batchref: str
     version: int | None
     allocated: bool
 
 
+def _line_key(line: LineState) -> tuple[str, str, int]:
+    """The row's key: the order line."""
+    return (line.orderid, line.sku, line.qty)
+
+
 class AbstractAllocationsView(abc.ABC):
-    """Port for the allocations read model."""
+    """Port for the allocations read model: one row per order line.
+
+    Each row keeps the product version of the last event applied to it and whether
+    the line is allocated now (a deallocated line stays, marked so), which lets
+    events arrive in any order, or twice.
+    """
 
     @abc.abstractmethod
     async def add(
-        self, orderid: str, sku: str, batchref: str, version: int | None = None
+        self,
+        orderid: str,
+        sku: str,
+        qty: int,
+        batchref: str,
+        version: int | None = None,
     ) -> None:
         """Record the batch an order line is allocated to, as of product ``version``.
 
@@ -50,7 +70,12 @@ class AbstractAllocationsView(abc.ABC):
 
     @abc.abstractmethod
     async def remove(
-        self, orderid: str, sku: str, batchref: str, version: int | None = None
+        self,
+        orderid: str,
+        sku: str,
+        qty: int,
+        batchref: str,
+        version: int | None = None,
     ) -> None:
         """Record that an order line left ``batchref`` as of product ``version``."""
 
@@ -58,19 +83,22 @@ class AbstractAllocationsView(abc.ABC):
         """Apply many line states in order (catch-up and replay batches)."""
         for line in lines:
             write = self.add if line.allocated else self.remove
-            await write(line.orderid, line.sku, line.batchref, line.version)
+            await write(line.orderid, line.sku, line.qty, line.batchref, line.version)
 
     @abc.abstractmethod
     async def for_order(self, orderid: str) -> list[AllocationRow]:
-        """Return the allocations of one order, sorted by sku."""
+        """One entry per allocated line of an order, by sku, batch, then quantity."""
 
     @abc.abstractmethod
     async def clear(self) -> None:
         """Forget every row (a replay rebuilds them)."""
 
     @abc.abstractmethod
-    async def all_rows(self) -> list[tuple[str, str, str]]:
-        """Every (orderid, sku, batchref), for verification."""
+    async def lines(self) -> list[LineState]:
+        """Every row, deallocated lines and versions included, by order, sku, qty.
+
+        What ``verify`` compares with a replay of the log.
+        """
 
 
 class UserRow(TypedDict):
@@ -98,7 +126,7 @@ class AbstractUsersView(abc.ABC):
 
     @abc.abstractmethod
     async def all_rows(self) -> list[UserRow]:
-        """Every user, sorted by email."""
+        """Every user, sorted by email (then id)."""
 
 
 @functools.cache
@@ -113,12 +141,13 @@ def _upsert(dialect: str, *, guarded: bool) -> Executable:
     statement = insert(table).values(
         orderid=bindparam("orderid"),
         sku=bindparam("sku"),
+        qty=bindparam("qty"),
         batchref=bindparam("batchref"),
         version=bindparam("version"),
         allocated=bindparam("allocated"),
     )
     return statement.on_conflict_do_update(
-        index_elements=["orderid", "sku"],
+        index_elements=["orderid", "sku", "qty"],
         set_={
             "batchref": statement.excluded.batchref,
             "version": statement.excluded.version,
@@ -159,14 +188,28 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
         self._driver = driver
 
     async def add(
-        self, orderid: str, sku: str, batchref: str, version: int | None = None
+        self,
+        orderid: str,
+        sku: str,
+        qty: int,
+        batchref: str,
+        version: int | None = None,
     ) -> None:
-        await self._write(orderid, sku, batchref, version, allocated=True)
+        await self._write(
+            LineState(orderid, sku, qty, batchref, version, allocated=True)
+        )
 
     async def remove(
-        self, orderid: str, sku: str, batchref: str, version: int | None = None
+        self,
+        orderid: str,
+        sku: str,
+        qty: int,
+        batchref: str,
+        version: int | None = None,
     ) -> None:
-        await self._write(orderid, sku, batchref, version, allocated=False)
+        await self._write(
+            LineState(orderid, sku, qty, batchref, version, allocated=False)
+        )
 
     async def write_many(self, lines: Sequence[LineState]) -> None:
         if not lines or any(line.version is None for line in lines):
@@ -179,59 +222,63 @@ class SqlAlchemyAllocationsView(AbstractAllocationsView):
             _upsert(dialect, guarded=True), [line._asdict() for line in lines]
         )
 
-    async def _write(
-        self,
-        orderid: str,
-        sku: str,
-        batchref: str,
-        version: int | None,
-        *,
-        allocated: bool,
-    ) -> None:
+    async def _write(self, line: LineState) -> None:
+        guarded = line.version is not None
         if self._driver is not None:
             statement = (
-                postgres_driver.UPSERT_LINE
-                if version is None
-                else postgres_driver.UPSERT_LINE_GUARDED
+                postgres_driver.UPSERT_LINE_GUARDED
+                if guarded
+                else postgres_driver.UPSERT_LINE
             )
             driver = await self._driver.connection()
             await driver.execute(
-                statement, orderid, sku, batchref, version or 0, allocated
+                statement,
+                line.orderid,
+                line.sku,
+                line.qty,
+                line.batchref,
+                line.version or 0,
+                line.allocated,
             )
             return
         dialect = self._session.get_bind().dialect.name
         await self._session.execute(
-            _upsert(dialect, guarded=version is not None),
-            {
-                "orderid": orderid,
-                "sku": sku,
-                "batchref": batchref,
-                "version": version or 0,
-                "allocated": allocated,
-            },
+            _upsert(dialect, guarded=guarded),
+            line._replace(version=line.version or 0)._asdict(),
         )
 
     async def for_order(self, orderid: str) -> list[AllocationRow]:
         table = orm.allocations_view
         await _begin_reading(self._session)
         rows = await self._session.execute(
-            select(table.c.sku, table.c.batchref)
-            .where(table.c.orderid == orderid, table.c.allocated)
-            .order_by(table.c.sku)
+            select(table.c.sku, table.c.batchref, table.c.qty).where(
+                table.c.orderid == orderid, table.c.allocated
+            )
         )
-        return [AllocationRow(sku=sku, batchref=batchref) for sku, batchref in rows]
+        # Sorted here, not by the database: collations differ between engines and
+        # from Python's code-point order, which the in-memory fake uses.
+        return [
+            AllocationRow(sku=sku, batchref=batchref)
+            for sku, batchref, _ in sorted(tuple(row) for row in rows)
+        ]
 
     async def clear(self) -> None:
         await self._session.execute(delete(orm.allocations_view))
 
-    async def all_rows(self) -> list[tuple[str, str, str]]:
+    async def lines(self) -> list[LineState]:
         table = orm.allocations_view
+        await _begin_reading(self._session)
         rows = await self._session.execute(
-            select(table.c.orderid, table.c.sku, table.c.batchref).where(
-                table.c.allocated
+            select(
+                table.c.orderid,
+                table.c.sku,
+                table.c.qty,
+                table.c.batchref,
+                table.c.version,
+                table.c.allocated,
             )
         )
-        return sorted((orderid, sku, batchref) for orderid, sku, batchref in rows)
+        return sorted((LineState(*row) for row in rows), key=_line_key)
 
 
 class SqlAlchemyUsersView(AbstractUsersView):
@@ -272,7 +319,12 @@ class SqlAlchemyUsersView(AbstractUsersView):
 
     async def all_rows(self) -> list[UserRow]:
         table = orm.users_view
+        await _begin_reading(self._session)
         rows = await self._session.execute(
-            select(table.c.user_id, table.c.name, table.c.email).order_by(table.c.email)
+            select(table.c.user_id, table.c.name, table.c.email)
         )
-        return [UserRow(id=uid, name=name, email=email) for uid, name, email in rows]
+        # Sorted here, as for_order is: the same order on every engine.
+        return sorted(
+            (UserRow(id=uid, name=name, email=email) for uid, name, email in rows),
+            key=lambda row: (row["email"], row["id"]),
+        )

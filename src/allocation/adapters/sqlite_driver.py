@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
 import sqlite3
+import urllib.parse
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiosqlite
@@ -26,7 +28,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 from sqlalchemy.util import await_
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Sequence
+    from collections.abc import Callable, Iterator, Mapping, Sequence
 
 _T = TypeVar("_T")
 
@@ -159,15 +161,35 @@ class OneTripConnection(AsyncAdapt_aiosqlite_connection):
 
 
 class OneTripDbapi(AsyncAdapt_aiosqlite_dbapi):
-    """The DBAPI module handed to ``create_async_engine(module=...)``."""
+    """The DBAPI module handed to ``create_async_engine(module=...)``.
+
+    With ``open_options`` (SQLite URI parameters such as ``mode=ro``), the file
+    is opened through a ``file:`` URI carrying them.
+    """
+
+    def __init__(
+        self, *modules: Any, open_options: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(*modules)
+        self._open_options = dict(open_options or {})
 
     def connect(self, *args: Any, **kwargs: Any) -> OneTripConnection:
+        if self._open_options and args:
+            path, *rest = args
+            args = (_file_uri(path, self._open_options), *rest)
+            kwargs["uri"] = True
         connection = self.aiosqlite.connect(*args, **kwargs)
         # aiosqlite's worker thread must not keep a crashed process alive.
         connection._thread.daemon = True
         return OneTripConnection(self, await_(connection))
 
 
-def dbapi() -> OneTripDbapi:
-    """A fresh DBAPI module for one engine."""
-    return OneTripDbapi(aiosqlite, sqlite3)
+def _file_uri(path: str, options: Mapping[str, str]) -> str:
+    # Quoted, so that a "?" or "#" in a directory name stays part of the path.
+    absolute = urllib.parse.quote(os.path.abspath(path))
+    return f"file:{absolute}?{urllib.parse.urlencode(options)}"
+
+
+def dbapi(open_options: Mapping[str, str] | None = None) -> OneTripDbapi:
+    """A fresh DBAPI module for one engine, opening files with ``open_options``."""
+    return OneTripDbapi(aiosqlite, sqlite3, open_options=open_options)

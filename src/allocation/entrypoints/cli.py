@@ -12,6 +12,7 @@ import anyio
 
 from allocation import config, views
 from allocation.adapters import database, migrations
+from allocation.adapters.exceptions import DataWouldBeLost
 from allocation.bootstrap import bootstrap
 from allocation.domain import values
 from allocation.domain.exceptions import AllocationError, EmailAlreadyRegistered
@@ -89,11 +90,19 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="REVISION",
         help="an alembic revision id, or head (the default)",
     )
-    downgrade = db_actions.add_parser("downgrade", help="migrate down to REVISION")
+    downgrade = db_actions.add_parser(
+        "downgrade",
+        help="migrate down to REVISION (refused if it would lose data, unless --yes)",
+    )
     downgrade.add_argument(
         "revision",
         metavar="REVISION",
         help="an alembic revision id, or base (no schema: drops every table)",
+    )
+    downgrade.add_argument(
+        "--yes",
+        action="store_true",
+        help="go ahead even if tables, columns or rows holding data are dropped",
     )
     db_actions.add_parser("current", help="show the revision the database is at")
 
@@ -183,10 +192,22 @@ async def _db(args: argparse.Namespace) -> int:
     if args.action == "upgrade":
         await _upgrade(settings, args.revision, quiet=False)
         return 0
-    engine = database.create_engine(settings.database_url)
+    engine = database.create_engine(
+        settings.database_url, read_only=args.action == "current"
+    )
     try:
         if args.action == "downgrade":
-            await migrations.downgrade(engine, args.revision)
+            try:
+                await migrations.downgrade(
+                    engine, args.revision, allow_data_loss=args.yes
+                )
+            except DataWouldBeLost as refused:
+                print(
+                    f"allocation: error: {refused}; nothing was changed"
+                    " (run again with --yes to go ahead)",
+                    file=sys.stderr,
+                )
+                return 1
         current = await migrations.current_revision(engine)
         print(f"database at revision {current or 'base (no schema)'}")
     finally:
@@ -231,7 +252,7 @@ async def _change_batch_quantity(args: argparse.Namespace) -> int:
 
 
 async def _allocations(args: argparse.Namespace) -> int:
-    async with bootstrap() as bus:
+    async with bootstrap(read_only=True) as bus:
         rows = await views.allocations(args.orderid, bus.uow_factory())
     if not rows:
         print(f"order {args.orderid} has no allocations")

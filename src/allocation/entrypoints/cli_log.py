@@ -106,7 +106,7 @@ def _interval(raw: str) -> float:
 
 async def _events(args: argparse.Namespace) -> int:
     shown = 0
-    async with bootstrap(catch_up=False) as bus:
+    async with bootstrap(read_only=True) as bus:
         after = args.after
         while args.limit is None or shown < args.limit:
             want = 500 if args.limit is None else min(500, args.limit - shown)
@@ -153,7 +153,7 @@ def _as_json(logged: LoggedEvent) -> str:
 
 
 async def _dead_letters(args: argparse.Namespace) -> int:
-    async with bootstrap(catch_up=False) as bus:
+    async with bootstrap(catch_up=False, read_only=args.action == "list") as bus:
         if args.action == "list":
             async with bus.uow_factory() as uow:
                 letters = await uow.event_log.dead_letters()
@@ -204,7 +204,7 @@ def _progress(verb: str) -> Iterator[Callable[[str, int, int], None] | None]:
 
 
 async def _verify(args: argparse.Namespace) -> int:
-    async with bootstrap(catch_up=False) as bus:
+    async with bootstrap(read_only=True) as bus:
         problems = await verify(bus.uow_factory())
     for problem in problems:
         print(problem)

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
 
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
+# A read model's content: each row's key, and the rest of the row, as (column,
+# value) pairs, so that a difference can be shown with its column names.
+NamedValues = tuple[tuple[str, Any], ...]
+Rows = dict[NamedValues, NamedValues]
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Projection:
@@ -28,6 +33,10 @@ class Projection:
         appliers: for each event type, a function that changes the read model
             inside an open unit of work (without committing).
         clear: empties the read model inside an open unit of work.
+        rows: reads the read model's whole content as ``{key: values}``, for
+            ``verify`` to compare with a replay of the log.
+        apply_batch: applies a batch of events at once (catch-up, replay);
+            without it they are applied one by one.
     """
 
     name: str
@@ -35,6 +44,7 @@ class Projection:
         type[events.Event], Callable[[Any, AbstractUnitOfWork], Awaitable[None]]
     ]
     clear: Callable[[AbstractUnitOfWork], Awaitable[None]]
+    rows: Callable[[AbstractUnitOfWork], Awaitable[Rows]]
     apply_batch: (
         Callable[[Sequence[events.Event], AbstractUnitOfWork], Awaitable[None]] | None
     ) = None
@@ -74,7 +84,11 @@ class Projection:
 
 async def _add_allocation(event: events.Allocated, uow: AbstractUnitOfWork) -> None:
     await uow.allocations_view.add(
-        event.orderid, event.sku, event.batchref, event.aggregate_version
+        orderid=event.orderid,
+        sku=event.sku,
+        qty=event.qty,
+        batchref=event.batchref,
+        version=event.aggregate_version,
     )
 
 
@@ -82,7 +96,11 @@ async def _remove_allocation(
     event: events.Deallocated, uow: AbstractUnitOfWork
 ) -> None:
     await uow.allocations_view.remove(
-        event.orderid, event.sku, event.batchref, event.aggregate_version
+        orderid=event.orderid,
+        sku=event.sku,
+        qty=event.qty,
+        batchref=event.batchref,
+        version=event.aggregate_version,
     )
 
 
@@ -94,6 +112,7 @@ async def _apply_allocations(
             LineState(
                 orderid=event.orderid,
                 sku=event.sku,
+                qty=event.qty,
                 batchref=event.batchref,
                 version=event.aggregate_version,
                 allocated=isinstance(event, events.Allocated),
@@ -108,12 +127,30 @@ async def _clear_allocations(uow: AbstractUnitOfWork) -> None:
     await uow.allocations_view.clear()
 
 
+async def _allocation_rows(uow: AbstractUnitOfWork) -> Rows:
+    return {
+        (("orderid", line.orderid), ("sku", line.sku), ("qty", line.qty)): (
+            ("batchref", line.batchref),
+            ("version", line.version),
+            ("allocated", line.allocated),
+        )
+        for line in await uow.allocations_view.lines()
+    }
+
+
 async def _add_user(event: events.UserRegistered, uow: AbstractUnitOfWork) -> None:
     await uow.users_view.add(event.user_id, event.name, event.email)
 
 
 async def _clear_users(uow: AbstractUnitOfWork) -> None:
     await uow.users_view.clear()
+
+
+async def _user_rows(uow: AbstractUnitOfWork) -> Rows:
+    return {
+        (("user_id", row["id"]),): (("name", row["name"]), ("email", row["email"]))
+        for row in await uow.users_view.all_rows()
+    }
 
 
 ALLOCATIONS_VIEW = Projection(
@@ -123,11 +160,13 @@ ALLOCATIONS_VIEW = Projection(
         events.Deallocated: _remove_allocation,
     },
     clear=_clear_allocations,
+    rows=_allocation_rows,
     apply_batch=_apply_allocations,
 )
 USERS_VIEW = Projection(
     name="users_view",
     appliers={events.UserRegistered: _add_user},
     clear=_clear_users,
+    rows=_user_rows,
 )
 PROJECTIONS = (ALLOCATIONS_VIEW, USERS_VIEW)

@@ -1,0 +1,143 @@
+"""``verify`` replays the log through the projections' own code and compares, row by row."""
+
+from __future__ import annotations
+
+import datetime
+from typing import TYPE_CHECKING
+
+import pytest
+from sqlalchemy import text
+
+from allocation import views
+from allocation.domain.exceptions import AllocationError
+from allocation.service_layer import services
+from allocation.service_layer.verify import SHOWN_ROWS, verify
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable
+
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from allocation.service_layer.messagebus import MessageBus
+
+
+async def _order_with_two_chair_lines(bus: MessageBus) -> None:
+    """Issue 8's scenario: order ox holds CHAIR lines in two batches."""
+    await services.add_batch(bus, "s1", "CHAIR", 3)
+    await services.add_batch(bus, "s2", "CHAIR", 100, eta=datetime.date(2030, 1, 1))
+    assert await services.allocate(bus, "ox", "CHAIR", 3) == "s1"
+    assert await services.allocate(bus, "ox", "CHAIR", 50) == "s2"
+
+
+async def _tamper(engine: AsyncEngine, statement: str) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text(statement))
+
+
+async def test_the_allocations_view_keeps_every_line_of_an_order(
+    bus: MessageBus,
+) -> None:
+    """Regression (issue 8): the CHAIR 3 line in s1 vanished from the view."""
+    await _order_with_two_chair_lines(bus)
+
+    assert await views.allocations("ox", bus.uow_factory()) == [
+        {"sku": "CHAIR", "batchref": "s1"},
+        {"sku": "CHAIR", "batchref": "s2"},
+    ]
+    await services.change_batch_quantity(bus, "s2", 0)  # 50 fits nowhere now
+    assert await views.allocations("ox", bus.uow_factory()) == [
+        {"sku": "CHAIR", "batchref": "s1"}
+    ]
+    assert await verify(bus.uow_factory()) == []
+
+
+async def test_verify_names_a_tampered_view_row(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(
+        engine, "UPDATE allocations_view SET batchref = 'forged' WHERE qty = 3"
+    )
+
+    assert await verify(bus.uow_factory()) == [
+        (
+            "allocations_view orderid='ox' sku='CHAIR' qty=3: stored batchref='forged'"
+            " version=3 allocated=True; the replayed log gives batchref='s1'"
+            " version=3 allocated=True"
+        )
+    ]
+
+
+async def test_verify_names_a_missing_and_an_unexpected_view_row(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(engine, "DELETE FROM allocations_view WHERE qty = 50")
+    await _tamper(
+        engine,
+        "INSERT INTO allocations_view (orderid, sku, qty, batchref, version,"
+        " allocated) VALUES ('oz', 'CHAIR', 1, 's1', 9, false)",
+    )
+
+    assert await verify(bus.uow_factory()) == [
+        (
+            "allocations_view orderid='ox' sku='CHAIR' qty=50: missing; the replayed"
+            " log gives batchref='s2' version=4 allocated=True"
+        ),
+        (
+            "allocations_view orderid='oz' sku='CHAIR' qty=1: stored batchref='s1'"
+            " version=9 allocated=False; the replayed log has no such row"
+        ),
+    ]
+
+
+async def test_verify_names_a_tampered_user_row(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    user_id = await services.register_user(bus, "Иван", "ivan@example.com")
+    await _tamper(engine, "UPDATE users_view SET name = 'Mallory'")
+
+    assert await verify(bus.uow_factory()) == [
+        (
+            f"users_view user_id='{user_id}': stored name='Mallory'"
+            " email='ivan@example.com'; the replayed log gives name='Иван'"
+            " email='ivan@example.com'"
+        )
+    ]
+
+
+async def test_verify_shows_a_few_differing_rows_and_counts_the_rest(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await services.add_batch(bus, "s1", "CHAIR", 100)
+    for index in range(SHOWN_ROWS + 3):
+        await services.allocate(bus, f"o{index}", "CHAIR", 1)
+    await _tamper(engine, "DELETE FROM allocations_view")
+
+    problems = await verify(bus.uow_factory())
+
+    assert len(problems) == SHOWN_ROWS + 1
+    assert problems[-1] == "allocations_view: 3 more rows differ from the replayed log"
+
+
+async def test_verify_is_clean_after_refused_inputs(bus: MessageBus) -> None:
+    await _order_with_two_chair_lines(bus)
+    await services.register_user(bus, "Иван", "ivan@example.com")
+    refused: list[Awaitable[object]] = [
+        services.add_batch(bus, "s1", "CHAIR", 5),  # the batch exists
+        services.add_batch(bus, "s9", "CHAIR", -1),
+        services.add_batch(bus, "s\n9", "CHAIR", 1),
+        services.allocate(bus, "ox", "NOSUCH", 1),
+        services.allocate(bus, "ox", "CHAIR", 0),
+        services.allocate(bus, "", "CHAIR", 1),
+        services.change_batch_quantity(bus, "nosuch", 1),
+        services.change_batch_quantity(bus, "s1", -5),
+        services.register_user(bus, "Ivan", "IVAN@example.com"),  # taken
+        services.register_user(bus, "Bob", "bob@nowhere"),
+        services.register_user(bus, "\x1b[2J", "bob@example.com"),
+    ]
+    for attempt in refused:
+        with pytest.raises(AllocationError):
+            await attempt
+
+    assert await verify(bus.uow_factory()) == []

@@ -16,7 +16,7 @@ from allocation.adapters import orm
 from allocation.domain.exceptions import AllocationError, InvalidMessage
 from allocation.service_layer import relay, services
 from allocation.service_layer.verify import verify
-from allocation.testing import FakePublisher
+from allocation.testing import FakePublisher, FakeUnitOfWork
 from tests.conftest import random_suffix
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ async def test_after_refused_input_the_log_reads_verifies_and_relays(
         "batch_created",
         "batch_created",
     ]
-    assert await verify(bus.uow_factory()) == []
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == []
 
 
 async def test_a_datetime_eta_is_named_in_the_error(bus: MessageBus) -> None:

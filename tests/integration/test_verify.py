@@ -12,6 +12,7 @@ from allocation import views
 from allocation.domain.exceptions import AllocationError
 from allocation.service_layer import services
 from allocation.service_layer.verify import SHOWN_ROWS, verify
+from allocation.testing import FakeUnitOfWork
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable
@@ -48,7 +49,7 @@ async def test_the_allocations_view_keeps_every_line_of_an_order(
     assert await views.allocations("ox", bus.uow_factory()) == [
         {"sku": "CHAIR", "batchref": "s1"}
     ]
-    assert await verify(bus.uow_factory()) == []
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == []
 
 
 async def test_verify_names_a_tampered_view_row(
@@ -59,7 +60,7 @@ async def test_verify_names_a_tampered_view_row(
         engine, "UPDATE allocations_view SET batchref = 'forged' WHERE qty = 3"
     )
 
-    assert await verify(bus.uow_factory()) == [
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
         (
             "allocations_view orderid='ox' sku='CHAIR' qty=3: stored batchref='forged'"
             " version=3 allocated=True; the replayed log gives batchref='s1'"
@@ -79,7 +80,7 @@ async def test_verify_names_a_missing_and_an_unexpected_view_row(
         " allocated) VALUES ('oz', 'CHAIR', 1, 's1', 9, false)",
     )
 
-    assert await verify(bus.uow_factory()) == [
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
         (
             "allocations_view orderid='ox' sku='CHAIR' qty=50: missing; the replayed"
             " log gives batchref='s2' version=4 allocated=True"
@@ -97,7 +98,7 @@ async def test_verify_names_a_tampered_user_row(
     user_id = await services.register_user(bus, "Иван", "ivan@example.com")
     await _tamper(engine, "UPDATE users_view SET name = 'Mallory'")
 
-    assert await verify(bus.uow_factory()) == [
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
         (
             f"users_view user_id='{user_id}': stored name='Mallory'"
             " email='ivan@example.com'; the replayed log gives name='Иван'"
@@ -114,7 +115,7 @@ async def test_verify_shows_a_few_differing_rows_and_counts_the_rest(
         await services.allocate(bus, f"o{index}", "CHAIR", 1)
     await _tamper(engine, "DELETE FROM allocations_view")
 
-    problems = await verify(bus.uow_factory())
+    problems = await verify(bus.uow_factory(), scratch=FakeUnitOfWork())
 
     assert len(problems) == SHOWN_ROWS + 1
     assert problems[-1] == "allocations_view: 3 more rows differ from the replayed log"
@@ -140,4 +141,4 @@ async def test_verify_is_clean_after_refused_inputs(bus: MessageBus) -> None:
         with pytest.raises(AllocationError):
             await attempt
 
-    assert await verify(bus.uow_factory()) == []
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == []

@@ -22,6 +22,7 @@ from allocation.entrypoints import cli_args
 from allocation.service_layer import catchup
 from allocation.service_layer.masking import mask_url
 from allocation.service_layer.verify import verify
+from allocation.testing import FakeUnitOfWork
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
@@ -205,7 +206,7 @@ def _progress(verb: str) -> Iterator[Callable[[str, int, int], None] | None]:
 
 async def _verify(args: argparse.Namespace) -> int:
     async with bootstrap(read_only=True) as bus:
-        problems = await verify(bus.uow_factory())
+        problems = await verify(bus.uow_factory(), scratch=FakeUnitOfWork())
     for problem in problems:
         print(problem)
     if problems:

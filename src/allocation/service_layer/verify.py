@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING
 from allocation.domain import events
 from allocation.domain.exceptions import shorten
 from allocation.service_layer import projections as projections_module
-from allocation.testing import FakeUnitOfWork
 
 if TYPE_CHECKING:
     import datetime
@@ -86,16 +85,19 @@ class _Folded:
 async def verify(
     uow: AbstractUnitOfWork,
     *,
+    scratch: AbstractUnitOfWork,
     batch_size: int = 5000,
     projections: Sequence[Projection] = projections_module.PROJECTIONS,
 ) -> list[str]:
     """Return every difference between the replayed log and the stored state.
 
     The stored aggregates are compared with a fold of their events, and each read
-    model with what its projection makes of the whole log in scratch state.
+    model with what its projection makes of the whole log in ``scratch``: an empty
+    in-memory unit of work (``allocation.testing.FakeUnitOfWork``, held to the same
+    read-model contract as the SQL adapters), given by the caller so the service
+    layer depends on no adapter.
     """
     folded = _Folded()
-    scratch = FakeUnitOfWork()
     async with uow, scratch:
         after = 0
         while batch := await uow.event_log.read(after=after, limit=batch_size):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import anyio
 import pytest
 
 from allocation import config
@@ -12,10 +13,15 @@ from allocation.bootstrap import bootstrap
 from allocation.domain import events, users
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import catchup, services
-from allocation.testing import FakeConsole, FakeNotifications, FakeUnitOfWork
+from allocation.testing import (
+    FakeConsole,
+    FakeEventLog,
+    FakeNotifications,
+    FakeUnitOfWork,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Iterable
 
     from allocation.service_layer.messagebus import MessageBus
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
@@ -72,6 +78,46 @@ async def test_handlers_without_a_commit_are_recorded_when_flushed(
 
     for subscriber in ("send_welcome_email", "log_registration", "send_coupon"):
         assert processed_by(uow, subscriber) == {registered.event.message_id}
+
+
+class _StallingEventLog(FakeEventLog):
+    """Stalls the first recording of handled messages until it is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stalled = anyio.Event()
+
+    async def mark_processed(
+        self, subscriber: str, message_ids: Iterable[str], *, exactly_once: bool
+    ) -> None:
+        ids = list(message_ids)
+        if ids and not exactly_once and not self.stalled.is_set():
+            self.stalled.set()
+            await anyio.sleep_forever()
+        await super().mark_processed(subscriber, ids, exactly_once=exactly_once)
+
+
+async def test_a_stop_during_a_flush_still_records_what_was_handled() -> None:
+    """Issue 8 item 11: a stop that cut a flush short lost what it was recording."""
+    uow = FakeUnitOfWork()
+    uow.event_log = log = _StallingEventLog()
+    notifications = FakeNotifications()
+    async with bootstrap(
+        uow=uow,
+        notifications=notifications,
+        console=FakeConsole(),
+        settings=config.Settings(catch_up_interval=0.001),
+        catch_up=True,  # every subscriber gets a checkpoint, then passes run behind
+    ):
+        async with uow:
+            uow.users.add(users.User.register("u1", "Ann", "ann@example.com"))
+            await uow.commit()
+        uow.collect_new_events()  # the dispatch that never happened
+        # A background pass delivered the welcome email and is recording it now.
+        await log.stalled.wait()
+    [registered] = log.logged
+    assert len(notifications.sent["ann@example.com"]) == 1
+    assert processed_by(uow, "send_welcome_email") == {registered.event.message_id}
 
 
 async def test_nothing_stays_claimed_once_handled(bus: MessageBus) -> None:

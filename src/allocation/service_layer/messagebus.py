@@ -219,11 +219,14 @@ class MessageBus:
                         subscriber, message_ids, exactly_once=False
                     )
                 await uow.commit()
-        except Exception:
-            # Kept for the next flush; if the process dies first, catch-up hands
-            # these messages over again (at-least-once).
+        except BaseException as error:
+            # Kept for the next flush, cancelled ones too: a stop cancels a pass
+            # mid-flush and then flushes once more (recording twice is harmless).
+            # If the process dies first, catch-up hands these messages over again
+            # (at-least-once).
             self._completed[:0] = pending
-            logger.warning("could not record %d handled messages yet", len(pending))
+            if isinstance(error, Exception):
+                logger.warning("could not record %d handled messages yet", len(pending))
             raise
 
     def _bind(

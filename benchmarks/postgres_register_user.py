@@ -58,8 +58,9 @@ _INSERT_USER = (
 )
 _INSERT_EVENT = (
     "INSERT INTO event_log (message_id, aggregate_type, aggregate_id,"
-    " aggregate_version, name, payload, occurred_at, correlation_id, causation_id)"
-    " VALUES ($1, $2, $3, $4, $5, $6::json, $7, $8, $9) RETURNING position"
+    " aggregate_version, name, payload, schema_version, occurred_at, correlation_id,"
+    " causation_id)"
+    " VALUES ($1, $2, $3, $4, $5, $6::json, 1, $7, $8, $9) RETURNING position"
 )
 _UPSERT_USERS_VIEW = (
     "INSERT INTO users_view (user_id, name, email) VALUES ($1, $2, $3)"
@@ -116,6 +117,7 @@ class _Raw:
                     [1],
                     ["user_registered"],
                     [payload],
+                    [1],  # the schema version
                     [now],
                     [command_id],
                     [command_id],

@@ -128,26 +128,29 @@ async def bootstrap(
         # exception is carried out of the group and re-raised as itself, never
         # wrapped in an ExceptionGroup.
         body_error: BaseException | None = None
-        async with anyio.create_task_group() as task_group:
-            if catch_up and settings.catch_up_interval > 0:
-                task_group.start_soon(
-                    catchup.keep_catching_up,
-                    bus,
-                    settings.catch_up_interval,
-                    settings.catch_up_batch,
-                )
-            if relay and settings.broker_url:
-                _start_broker_work(
-                    task_group, stack, bus, settings, settings.broker_url
-                )
-            try:
-                yield bus
-            except BaseException as error:  # noqa: BLE001 - re-raised below, outside the group
-                body_error = error
-            finally:
-                task_group.cancel_scope.cancel()
-        with anyio.CancelScope(shield=True):
-            await _record_completions(bus)
+        try:
+            async with anyio.create_task_group() as task_group:
+                if catch_up and settings.catch_up_interval > 0:
+                    task_group.start_soon(
+                        catchup.keep_catching_up,
+                        bus,
+                        settings.catch_up_interval,
+                        settings.catch_up_batch,
+                    )
+                if relay and settings.broker_url:
+                    _start_broker_work(
+                        task_group, stack, bus, settings, settings.broker_url
+                    )
+                try:
+                    yield bus
+                except BaseException as error:  # noqa: BLE001 - re-raised below, outside the group
+                    body_error = error
+                finally:
+                    task_group.cancel_scope.cancel()
+        finally:
+            # Even when background work died: what was handled is recorded.
+            with anyio.CancelScope(shield=True):
+                await _record_completions(bus)
         if body_error is not None:
             raise body_error
 

@@ -120,6 +120,33 @@ async def test_a_stop_during_a_flush_still_records_what_was_handled() -> None:
     assert processed_by(uow, "send_welcome_email") == {registered.event.message_id}
 
 
+class _Fatal(BaseException):
+    """Not an Exception: nothing on the way catches it."""
+
+
+async def test_what_was_handled_is_recorded_even_when_background_work_dies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uow = FakeUnitOfWork()
+
+    async def die(*args: object, **kwargs: object) -> int:
+        raise _Fatal
+
+    with pytest.raises(BaseExceptionGroup):
+        async with bootstrap(
+            uow=uow,
+            notifications=FakeNotifications(),
+            console=FakeConsole(),
+            settings=config.Settings(catch_up_interval=0.001),
+            catch_up=True,
+        ) as bus:
+            await services.register_user(bus, "Ann", "ann@example.com")
+            monkeypatch.setattr(catchup, "catch_up", die)
+            await anyio.sleep_forever()  # the next background pass dies
+    [registered] = uow.event_log.logged
+    assert processed_by(uow, "send_welcome_email") == {registered.event.message_id}
+
+
 async def test_nothing_stays_claimed_once_handled(bus: MessageBus) -> None:
     await services.add_batch(bus, "b1", "LAMP", 10)
     await services.allocate(bus, "o1", "LAMP", 2)

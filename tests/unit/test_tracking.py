@@ -124,25 +124,32 @@ class _Fatal(BaseException):
     """Not an Exception: nothing on the way catches it."""
 
 
+async def _register_until_background_work_dies(
+    uow: FakeUnitOfWork, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def die(*args: object, **kwargs: object) -> int:
+        raise _Fatal
+
+    async with bootstrap(
+        uow=uow,
+        notifications=FakeNotifications(),
+        console=FakeConsole(),
+        settings=config.Settings(catch_up_interval=0.001),
+        catch_up=True,
+    ) as bus:
+        await services.register_user(bus, "Ann", "ann@example.com")
+        monkeypatch.setattr(catchup, "catch_up", die)
+        await anyio.sleep_forever()  # the next background pass dies
+
+
 async def test_what_was_handled_is_recorded_even_when_background_work_dies(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     uow = FakeUnitOfWork()
 
-    async def die(*args: object, **kwargs: object) -> int:
-        raise _Fatal
-
     with pytest.raises(BaseExceptionGroup):
-        async with bootstrap(
-            uow=uow,
-            notifications=FakeNotifications(),
-            console=FakeConsole(),
-            settings=config.Settings(catch_up_interval=0.001),
-            catch_up=True,
-        ) as bus:
-            await services.register_user(bus, "Ann", "ann@example.com")
-            monkeypatch.setattr(catchup, "catch_up", die)
-            await anyio.sleep_forever()  # the next background pass dies
+        await _register_until_background_work_dies(uow, monkeypatch)
+
     [registered] = uow.event_log.logged
     assert processed_by(uow, "send_welcome_email") == {registered.event.message_id}
 

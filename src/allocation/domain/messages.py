@@ -215,7 +215,12 @@ class Message(pydantic.BaseModel):
             raise InvalidMessage(
                 cls.TYPE, [f"{name}: not a payload field" for name in sorted(smuggled)]
             )
-        return message.stamped(**_checked_envelope(cls, envelope))
+        # The message is new and nobody else holds it yet: its envelope is set in
+        # place rather than on a copy (every event read from the log passes here).
+        checked = _checked_envelope(cls, envelope)
+        message.__dict__.update(checked)
+        message.__pydantic_fields_set__.update(checked)
+        return message
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any], **envelope: object) -> Self:

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import pytest
 from sqlalchemy import text
 
-from allocation import views
+from allocation import config, views
+from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import AllocationError
 from allocation.service_layer import services
 from allocation.service_layer.verify import SHOWN_ROWS, verify
@@ -142,3 +143,17 @@ async def test_verify_is_clean_after_refused_inputs(bus: MessageBus) -> None:
             await attempt
 
     assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == []
+
+
+async def test_verify_reads_through_a_read_only_database(
+    bus: MessageBus, database_url: str
+) -> None:
+    """Regression: on PostgreSQL, loading a product asked for FOR UPDATE, which a
+    read-only transaction refuses, so `allocation verify` failed on any product."""
+    await _order_with_two_chair_lines(bus)
+    settings = config.Settings(database_url=database_url)
+
+    async with bootstrap(settings=settings, read_only=True) as reader:
+        problems = await verify(reader.uow_factory(), scratch=FakeUnitOfWork())
+
+    assert problems == []

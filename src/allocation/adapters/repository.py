@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload, selectinload
 
-from allocation.adapters import orm, postgres_driver
+from allocation.adapters import database, orm, postgres_driver
 from allocation.domain import model, users
 from allocation.domain.exceptions import ConcurrencyConflict
 
@@ -88,7 +88,7 @@ class AbstractUserRepository(AbstractRepository[users.User]):
 
 @functools.cache
 def _product_queries(
-    dialect: str,
+    dialect: str, *, locking: bool = True
 ) -> tuple[Select[model.Product], Select[model.Product]]:
     """The two product loads for ``dialect``, built once (building costs more than running).
 
@@ -108,7 +108,6 @@ def _product_queries(
         select(model.Product)
         .options(whole_product)
         .where(orm.products.c.sku == bindparam("sku"))
-        .with_for_update(of=orm.products)
     )
     by_batchref = (
         select(model.Product)
@@ -119,9 +118,15 @@ def _product_queries(
             .where(orm.batches.c.reference == bindparam("ref"))
             .scalar_subquery()
         )
-        .with_for_update(of=orm.products)
     )
-    return by_sku, by_batchref
+    if not locking:
+        # A read-only engine (the reading commands) may take no row lock:
+        # PostgreSQL refuses FOR UPDATE in a read-only transaction.
+        return by_sku, by_batchref
+    return (
+        by_sku.with_for_update(of=orm.products),
+        by_batchref.with_for_update(of=orm.products),
+    )
 
 
 class SqlAlchemyProductRepository(AbstractProductRepository):
@@ -130,18 +135,20 @@ class SqlAlchemyProductRepository(AbstractProductRepository):
     def __init__(self, session: AsyncSession) -> None:
         super().__init__()
         self._session = session
-        self._dialect = session.get_bind().dialect.name
+        bind = session.get_bind()
+        self._dialect = bind.dialect.name
+        self._locking = not bind.get_execution_options().get(database.READ_ONLY, False)
 
     def _add(self, aggregate: model.Product) -> None:
         self._session.add(aggregate)
 
     async def _get(self, sku: str) -> model.Product | None:
-        by_sku, _ = _product_queries(self._dialect)
+        by_sku, _ = _product_queries(self._dialect, locking=self._locking)
         result = await self._session.scalars(by_sku, {"sku": sku})
         return result.unique().one_or_none()
 
     async def _get_by_batchref(self, ref: str) -> model.Product | None:
-        _, by_batchref = _product_queries(self._dialect)
+        _, by_batchref = _product_queries(self._dialect, locking=self._locking)
         result = await self._session.scalars(by_batchref, {"ref": ref})
         return result.unique().one_or_none()
 

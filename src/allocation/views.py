@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from allocation.domain import users
+from allocation.domain import users, values
 
 if TYPE_CHECKING:
     from allocation.adapters.read_model import AllocationRow, UserRow
@@ -16,7 +16,12 @@ async def allocations(orderid: str, uow: AbstractUnitOfWork) -> list[AllocationR
 
     An order may hold lines of one sku in several batches (or two in one batch):
     each is an entry, sorted by sku, then batch, then the line's quantity.
+
+    Raises:
+        BlankIdentifier: ``orderid`` is no order id (a written one could not hold
+            it), so both databases answer alike instead of one refusing it.
     """
+    orderid = values.check_identifier("order id", orderid)
     async with uow:
         return await uow.allocations_view.for_order(orderid)
 

@@ -311,3 +311,50 @@ def test_demo_into_a_closed_pipe_still_registers_everyone(cli: Cli) -> None:
         f"Иван <ivan@example.com> {already}",
         f"Мария <maria@example.com> {already}",
     ]
+
+
+def _into_a_closed_pipe(cli: Cli, *args: str) -> subprocess.CompletedProcess[str]:
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # as `| head -1` does once it has its line
+    try:
+        return subprocess.run(
+            [*cli.launcher, *args],
+            cwd=cli.cwd,
+            env=cli.env,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            encoding="utf-8",
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["events", "list"],
+        ["events", "list", "--json"],
+        ["messages"],
+        ["messages", "--json-schema"],
+    ],
+    ids=" ".join,
+)
+def test_output_into_a_closed_pipe_ends_quietly(seeded: Cli, args: list[str]) -> None:
+    """Regression: `allocation events list | head -1` exited 70 with BrokenPipeError."""
+    result = _into_a_closed_pipe(seeded, *args)
+
+    assert result.returncode == 0
+    assert "Error" not in result.stderr
+
+
+def test_allocations_of_an_order_id_no_order_can_have_is_a_one_line_error(
+    migrated: Cli,
+) -> None:
+    """Regression: the order id was printed raw, control characters and all."""
+    line = error_line(migrated("allocations", "x\x1b[2J\nforged line" + "y" * 10_000))
+
+    assert "\x1b" not in line
+    assert "invalid order id" in line
+    assert len(line) < 300

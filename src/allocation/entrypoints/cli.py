@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import logging
+import os
 import sys
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -301,6 +302,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("allocation: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader had enough (`allocation events list | head -1`): not an error.
+        # stdout points at /dev/null so the interpreter's final flush is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 0
     except Exception as error:  # the entrypoint boundary: one line, details on -v
         logger.debug("unexpected failure", exc_info=error)
         print(

@@ -358,3 +358,18 @@ def test_allocations_of_an_order_id_no_order_can_have_is_a_one_line_error(
     assert "\x1b" not in line
     assert "invalid order id" in line
     assert len(line) < 300
+
+
+@pytest.mark.parametrize(
+    "revision", ["\x1b[2J\nforged", "x" * 10_000, "head; drop"], ids=repr
+)
+def test_a_revision_that_is_no_revision_is_a_usage_error(
+    migrated: Cli, revision: str
+) -> None:
+    """Regression: the revision was echoed raw, over two lines and at any length."""
+    result = migrated("db", "downgrade", revision)
+
+    line = error_line(result)
+    assert result.returncode == 2
+    assert "\x1b" not in line
+    assert len(line) < 300

@@ -111,3 +111,10 @@ def test_a_known_url_is_masked_whole_in_text_even_with_spaces() -> None:
 def test_errors_that_quote_a_url_mask_it_themselves(error: Exception) -> None:
     assert SECRET not in str(error)
     assert SECRET not in repr(vars(error))
+
+
+def test_a_reason_quoting_input_shows_its_control_characters_escaped() -> None:
+    error = MigrationFailed("Can't locate revision identified by '\x1b[2J'")
+
+    assert "\x1b" not in str(error)
+    assert "\\x1b[2J" in str(error)

@@ -18,11 +18,14 @@ can forget to.
 
 from __future__ import annotations
 
+import re
+
 from allocation.domain.exceptions import AllocationError, shorten
 from allocation.service_layer.masking import mask_secrets, mask_url
 
 # A driver's reason quotes the value it refused: never more than this much of it.
 _MAX_REASON = 160
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Paths are quoted whole up to this length: their last part matters most.
 _PATH_LIMIT = 300
 
@@ -57,7 +60,7 @@ class MigrationFailed(AllocationError):
     """Raised when a migration command cannot run, e.g. for an unknown revision."""
 
     def __init__(self, reason: str) -> None:
-        self.reason = mask_secrets(reason)
+        self.reason = _cut(mask_secrets(reason))
         super().__init__(f"migration failed: {self.reason}")
 
 
@@ -142,9 +145,16 @@ class BrokerUnavailable(AllocationError):
 
 
 def _cut(reason: str) -> str:
-    """The first line of ``reason``, at most about _MAX_REASON characters."""
+    """The first line of ``reason``, at most about _MAX_REASON characters.
+
+    A reason may quote input (a revision, a value): a control character left in it
+    would reach the terminal, so each is shown escaped.
+    """
     lines = reason.strip().splitlines()
-    line = lines[0] if lines else "no reason given"
+    line = _CONTROL.sub(
+        lambda match: repr(match.group())[1:-1], lines[0] if lines else ""
+    )
+    line = line or "no reason given"
     if len(line) <= _MAX_REASON:
         return line
     return f"{line[: _MAX_REASON - 1]}… ({len(line)} characters)"

@@ -88,6 +88,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "revision",
         nargs="?",
         default="head",
+        type=cli_args.revision,
         metavar="REVISION",
         help="an alembic revision id, or head (the default)",
     )
@@ -97,6 +98,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     downgrade.add_argument(
         "revision",
+        type=cli_args.revision,
         metavar="REVISION",
         help="an alembic revision id, or base (no schema: drops every table)",
     )

@@ -62,6 +62,21 @@ def whole_number(what: str, *, minimum: int, maximum: int) -> Callable[[str], in
     return parse
 
 
+# Alembic's revision syntax: ids, head/heads/base, relative steps ("-1", "head-2"),
+# branch labels ("branch@head").
+_REVISION = re.compile(r"[A-Za-z0-9_.@:+-]{1,64}")
+
+
+def revision(raw: str) -> str:
+    """An argparse type for an alembic revision: its own characters, nothing else."""
+    if not _REVISION.fullmatch(raw):
+        raise argparse.ArgumentTypeError(
+            f"invalid revision {shorten(raw)}: letters, digits and _.@:+- only, "
+            "at most 64 characters (e.g. head, base, 0003, -1)"
+        )
+    return raw
+
+
 def quantity(minimum: int) -> Callable[[str], int]:
     """An argparse type for a quantity, as the domain's rule says (InvalidQuantity)."""
 

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from allocation.adapters import orm
+from allocation.adapters.exceptions import UnreadableLogEntry
 from allocation.domain.exceptions import AllocationError, InvalidMessage
 from allocation.service_layer import relay, services
 from allocation.service_layer.verify import verify
@@ -143,3 +144,19 @@ async def test_any_text_round_trips_identically_or_is_refused_with_a_domain_erro
         user = await uow.users.get(user_id)
         stored_name = None if user is None else user.name
     assert stored_name == unicodedata.normalize("NFC", name.strip())
+
+
+async def test_a_log_row_edited_by_hand_is_named_by_its_position(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    """Regression: an unreadable row was reported without saying which one."""
+    await services.add_batch(bus, "b1", "LAMP", 5)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE event_log SET payload = :bad"), {"bad": '{"qty": "x"}'}
+        )
+        position = await connection.scalar(text("SELECT max(position) FROM event_log"))
+
+    with pytest.raises(UnreadableLogEntry, match=f"position {position} "):
+        async with bus.uow_factory() as uow:
+            await uow.event_log.read(after=0)

@@ -4,6 +4,7 @@ AllocationError
 ├── SchemaOutOfDate       the database lacks migrations this code needs
 │   └── SchemaTooNew      it was migrated by a newer version
 ├── MigrationFailed       alembic refused, e.g. an unknown revision
+├── UnreadableLogEntry    a log row holds no event this version can read
 ├── DataWouldBeLost       a downgrade would drop data, and was not allowed to
 ├── DatabaseUnavailable   the database cannot be reached, opened or written (transient)
 ├── DatabaseFileUnusable  a SQLite file cannot be opened as the command needs
@@ -62,6 +63,19 @@ class MigrationFailed(AllocationError):
     def __init__(self, reason: str) -> None:
         self.reason = _cut(mask_secrets(reason))
         super().__init__(f"migration failed: {self.reason}")
+
+
+class UnreadableLogEntry(AllocationError):
+    """Raised when a row of the event log holds no event this version can read: it
+    was edited by hand, written by another program, or by a newer version."""
+
+    def __init__(self, position: int, reason: str) -> None:
+        self.position = position
+        self.reason = _cut(reason)
+        super().__init__(
+            f"the event log's entry at position {position} cannot be read: "
+            f"{self.reason}"
+        )
 
 
 class DataWouldBeLost(AllocationError):

@@ -32,6 +32,8 @@ from allocation.adapters.eventlog import (
     LoggedEvent,
     rebuild_event,
 )
+from allocation.adapters.exceptions import UnreadableLogEntry
+from allocation.domain.exceptions import AllocationError
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
@@ -305,9 +307,8 @@ def _logged(record: Any) -> LoggedEvent:
     """A log row as a validated event: a SQLAlchemy row's mapping or an asyncpg
     record, both read by column name, the payload as the JSON text stored."""
     payload_json: str = record["payload"]
-    return LoggedEvent(
-        position=record["position"],
-        event=rebuild_event(
+    try:
+        event = rebuild_event(
             record["name"],
             payload_json,
             schema_version=record["schema_version"],
@@ -315,7 +316,12 @@ def _logged(record: Any) -> LoggedEvent:
             correlation_id=record["correlation_id"],
             causation_id=record["causation_id"],
             aggregate_version=record["aggregate_version"],
-        ),
+        )
+    except AllocationError as error:
+        raise UnreadableLogEntry(record["position"], str(error)) from error
+    return LoggedEvent(
+        position=record["position"],
+        event=event,
         aggregate_type=record["aggregate_type"],
         aggregate_id=record["aggregate_id"],
         aggregate_version=record["aggregate_version"],

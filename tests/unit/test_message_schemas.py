@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import re
 import unicodedata
 from typing import Any
 
@@ -255,3 +256,46 @@ def test_any_identifier_text_is_accepted_in_nfc_or_refused(text: str) -> None:
     assert accepted == unicodedata.normalize("NFC", text)
     # No control character (Cc: C0, DEL, C1) and no lone surrogate (Cs) survives.
     assert not {unicodedata.category(char) for char in accepted} & {"Cc", "Cs"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a\u2028b", "a\u2029b", "abc\u202edcba", "a\u2066b", "a\u200bb", "\ufeffabc"],
+    ids=repr,
+)
+def test_identifiers_refuse_line_separators_bidi_controls_and_invisible_marks(
+    text: str,
+) -> None:
+    """A line separator broke `events list`; U+202E reorders what is shown."""
+    with pytest.raises(exceptions.BlankIdentifier):
+        commands.Allocate(orderid=text, sku="LAMP", qty=1)
+
+
+def test_a_name_may_hold_a_zero_width_non_joiner() -> None:
+    # Persian and other scripts need it inside words; only identifiers refuse it.
+    name = "مهر\u200cنوش"
+
+    assert commands.RegisterUser(user_id="u1", name=name, email="m@x.ir").name == name
+
+
+# What a JSON document can hold: every character but the lone surrogates.
+_JSON_TEXT = st.text(alphabet=st.characters(exclude_categories=("Cs",)), max_size=300)
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_JSON_TEXT)
+def test_the_json_schema_pattern_of_identifiers_agrees_with_the_validator(
+    text: str,
+) -> None:
+    pattern = commands.Allocate.payload_schema()["properties"]["sku"]["pattern"]
+    normalised = unicodedata.normalize("NFC", text)
+    try:
+        values.check_identifier("sku", normalised)
+    except exceptions.BlankIdentifier:
+        accepted = False
+    else:
+        accepted = True
+
+    assert accepted == bool(
+        re.fullmatch(pattern, normalised) and len(normalised) <= 255
+    )

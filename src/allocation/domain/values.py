@@ -26,7 +26,15 @@ MAX_EMAIL = 254
 # The largest value a 32-bit INTEGER column holds, on SQLite and PostgreSQL alike.
 MAX_QUANTITY = 2**31 - 1
 
-_UNSTORABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Characters no text may hold: C0, DEL and C1 controls, lone surrogates, the line
+# and paragraph separators (a line break to many terminals and editors) and the
+# bidirectional embeddings, overrides and isolates (they reorder what is shown).
+_FORBIDDEN = "\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNSTORABLE = re.compile(f"[{_FORBIDDEN}\ud800-\udfff]")
+# Identifiers are looked up by exact text: they also refuse the invisible marks
+# (zero-width spaces and joiners, direction marks, the byte order mark) that would
+# make two that look the same different.
+_INVISIBLE = re.compile("[\u200b-\u200f\ufeff]")
 # Deliberately modest: one @, no spaces, a dot in the domain. Real deliverability is
 # proven only by sending, so anything stricter rejects valid addresses.
 _EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
@@ -59,8 +67,22 @@ def check_identifier(field: str, value: str, maximum: int = MAX_IDENTIFIER) -> s
     Surrounding spaces are refused rather than trimmed: a trimmed write would be
     found by no lookup that used the same untrimmed text.
     """
+    if (
+        type(value) is str
+        and 0 < len(value) <= maximum
+        and value.isascii()
+        and value.isprintable()  # for ASCII: no control character
+        and value[0] != " "
+        and value[-1] != " "
+    ):
+        return value  # the common case, decided without a regex
     cleaned = clean_text(value) if isinstance(value, str) else None
-    if not cleaned or cleaned != cleaned.strip() or len(cleaned) > maximum:
+    if (
+        not cleaned
+        or cleaned != cleaned.strip()
+        or len(cleaned) > maximum
+        or _INVISIBLE.search(cleaned)
+    ):
         raise exceptions.BlankIdentifier(field, value, maximum=maximum)
     return cleaned
 
@@ -119,42 +141,56 @@ def _quantity(minimum: int) -> object:
     return AfterValidator(check)
 
 
-def _text_schema(maximum: int, description: str) -> object:
+# The rules above as JSON Schema patterns (ECMA-262), for other services' checks.
+_SCHEMA_FORBIDDEN = r"\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_IDENTIFIER_PATTERN = (
+    rf"^[^\s{_SCHEMA_FORBIDDEN}\u200b-\u200f\ufeff]"
+    rf"(?:[^{_SCHEMA_FORBIDDEN}\u200b-\u200f\ufeff]*"
+    rf"[^\s{_SCHEMA_FORBIDDEN}\u200b-\u200f\ufeff])?$"
+)
+_TEXT_PATTERN = rf"^[^{_SCHEMA_FORBIDDEN}]+$"
+
+
+def _text_schema(maximum: int, description: str, pattern: str) -> object:
     return Field(
         description=description,
-        json_schema_extra={
-            "minLength": 1,
-            "maxLength": maximum,
-            "pattern": r"^[^\u0000-\u001f\u007f-\u009f]+$",
-        },
+        json_schema_extra={"minLength": 1, "maxLength": maximum, "pattern": pattern},
     )
 
 
 Sku = Annotated[
-    str, _identifier("sku"), _text_schema(MAX_IDENTIFIER, "stock-keeping unit")
+    str,
+    _identifier("sku"),
+    _text_schema(MAX_IDENTIFIER, "stock-keeping unit", _IDENTIFIER_PATTERN),
 ]
 BatchRef = Annotated[
     str,
     _identifier("batch reference"),
-    _text_schema(MAX_IDENTIFIER, "batch reference, no surrounding spaces"),
+    _text_schema(
+        MAX_IDENTIFIER, "batch reference, no surrounding spaces", _IDENTIFIER_PATTERN
+    ),
 ]
 OrderId = Annotated[
     str,
     _identifier("order id"),
-    _text_schema(MAX_IDENTIFIER, "order id, no surrounding spaces"),
+    _text_schema(
+        MAX_IDENTIFIER, "order id, no surrounding spaces", _IDENTIFIER_PATTERN
+    ),
 ]
 UserId = Annotated[
-    str, _identifier("user id", MAX_USER_ID), _text_schema(MAX_USER_ID, "user id")
+    str,
+    _identifier("user id", MAX_USER_ID),
+    _text_schema(MAX_USER_ID, "user id", _IDENTIFIER_PATTERN),
 ]
 MessageId = Annotated[
     str,
     _identifier("message id", MAX_USER_ID),
-    _text_schema(MAX_USER_ID, "message id (a UUID)"),
+    _text_schema(MAX_USER_ID, "message id (a UUID)", _IDENTIFIER_PATTERN),
 ]
 PersonName = Annotated[
     str,
     AfterValidator(check_name),
-    _text_schema(MAX_NAME, "a person's name, trimmed"),
+    _text_schema(MAX_NAME, "a person's name, trimmed", _TEXT_PATTERN),
 ]
 EmailAddress = Annotated[
     str,

@@ -75,7 +75,8 @@ def _describe(kind: type[messages.Message]) -> str:
     properties: dict[str, Any] = schema.get("properties", {})
     width = max((len(name) for name in properties), default=0)
     lines = [f"{kind.TYPE}  ({role}, schema version {kind.SCHEMA_VERSION})"]
-    lines.append(f"  {(kind.__doc__ or '').strip().splitlines()[0]}")
+    summary = (kind.__doc__ or "").strip().splitlines()[0]
+    lines.append(f"  {summary.replace('``', '')}")  # docstrings quote names in RST
     for name, field in properties.items():
         presence = "required" if name in required else "optional"
         lines.append(f"  {name:<{width}}  {_type_of(field)}, {presence}")

@@ -9,6 +9,7 @@ refused, except for the settings that are off by default (``BROKER_URL``,
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 import os
 import re
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import make_url
 
+from allocation.adapters import database
 from allocation.adapters.notifications import SmtpSettings
 from allocation.domain import values
 from allocation.domain.exceptions import AllocationError, InvalidEmail, shorten
@@ -30,6 +32,11 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///allocation.db"
 # The largest whole number a setting takes: what an INTEGER column holds, where the
 # retry counts end up.
 MAX_WHOLE_NUMBER = 2**31 - 1
+# The longest wait a setting asks for: one day. More is a typo, and a number too big
+# to print sensibly in a "retrying in ..." line.
+MAX_SECONDS = 86_400
+# A DNS name's limit, without its trailing dot.
+MAX_HOSTNAME = 253
 # The drivers we run on: the plain forms get them added (database.normalise_database_url).
 DATABASE_SCHEMES = frozenset(
     {
@@ -48,6 +55,8 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _FLAG = "1/0, true/false, yes/no or on/off"
+# One label of a host name: letters (any script, for an IDN), digits, - and _ inside.
+_HOST_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)")
 
 
 class ConfigurationError(AllocationError):
@@ -142,7 +151,7 @@ def parse_seconds(raw: str) -> float:
 
 def _smtp(env: _Environment) -> SmtpSettings | None:
     # Every SMTP setting is checked, even while SMTP_HOST is unset and they are unused.
-    host = env.optional("SMTP_HOST", strip=True)
+    host = env.host("SMTP_HOST")
     port = env.port("SMTP_PORT", 25)
     sender = env.email("SMTP_SENDER", "allocation@localhost")
     username = env.optional("SMTP_USERNAME")
@@ -221,7 +230,7 @@ class _Environment:
         return value
 
     def seconds(self, variable: str, default: float, minimum: float) -> float:
-        expected = f"a finite number of seconds >= {minimum:g}"
+        expected = f"a number of seconds from {minimum:g} to {MAX_SECONDS}"
         raw = self._raw(variable, expected)
         if raw is None:
             return default
@@ -229,9 +238,22 @@ class _Environment:
             value = parse_seconds(raw)
         except ValueError:
             raise ConfigurationError(variable, raw, expected) from None
-        if value < minimum:
+        if not minimum <= value <= MAX_SECONDS:
             raise ConfigurationError(variable, raw, expected)
         return value
+
+    def host(self, variable: str) -> str | None:
+        """A host name or IP address, off by default: empty means unset."""
+        expected = (
+            f"a host name or IP address (no spaces or control characters, at most "
+            f"{MAX_HOSTNAME} characters)"
+        )
+        raw = self.optional(variable, strip=True)
+        if raw is None:
+            return None
+        if not _is_host(raw):
+            raise ConfigurationError(variable, raw, expected)
+        return raw
 
     def port(self, variable: str, default: int) -> int:
         expected = "a port number from 1 to 65535"
@@ -292,6 +314,20 @@ class _Environment:
             or not _plausible_host(parsed.host)
         ):
             raise ConfigurationError(variable, raw, expected)
+        if parsed.get_backend_name() == "postgresql":
+            try:
+                database.postgres_connect_options(parsed)
+            except ValueError as error:
+                accepted = (
+                    f"accepted query options: {database.ACCEPTED_POSTGRES_OPTIONS}"
+                )
+                raise ConfigurationError(
+                    variable,
+                    raw,
+                    accepted,
+                    reason=f"{variable}={shorten(mask_url(raw))} is not valid: "
+                    f"{error}; {accepted}",
+                ) from None
         return url
 
     def broker_url(self) -> str | None:
@@ -320,6 +356,17 @@ class _Environment:
         if not valid:
             raise ConfigurationError(variable, raw, expected)
         return raw
+
+
+def _is_host(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        name = text.removesuffix(".")
+        return len(name) <= MAX_HOSTNAME and all(
+            _HOST_LABEL.fullmatch(label) for label in name.split(".")
+        )
+    return True
 
 
 def _plausible_host(host: str | None) -> bool:

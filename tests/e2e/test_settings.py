@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from tests.conftest import service_missing
 from tests.e2e.conftest import error_line, snapshot
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Cli
 
 pytestmark = pytest.mark.e2e
+
+DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def _postgres_url(query: str) -> str:
+    """The test database's URL as a user writes it, ``postgresql://...?query``."""
+    url = make_url(os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL))
+    plain = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    return f"{plain}?{query}"
 
 
 @pytest.mark.parametrize("value", ["nan", "inf"])
@@ -39,6 +51,8 @@ def test_a_retry_delay_that_is_no_number_refuses_before_any_write(
         ("SMTP_STARTTLS", "maybe"),
         ("ALLOCATION_STOCK_DESK_EMAIL", "no address"),
         ("ALLOCATION_COMMAND_STREAM", ""),
+        ("ALLOCATION_RETRY_DELAY", "1e300"),
+        ("SMTP_HOST", "bad host\\x"),
     ],
 )
 def test_the_worker_refuses_a_bad_setting_in_one_line(
@@ -68,3 +82,34 @@ def test_a_position_beyond_64_bits_is_a_usage_error(migrated: Cli) -> None:
 
     assert result.returncode == 2
     assert "argument --after: invalid position" in error_line(result)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "query", ["sslmode=disable", "ssl=disable", "application_name=shop&sslmode=prefer"]
+)
+def test_a_postgresql_url_takes_the_common_libpq_options(cli: Cli, query: str) -> None:
+    """Regression: ?sslmode=disable ended in "TypeError: connect() got an unexpected
+    keyword argument 'sslmode'" (exit 70)."""
+    result = cli("db", "current", env={"DATABASE_URL": _postgres_url(query)})
+
+    if result.returncode != 0 and "unavailable" in result.stderr:
+        service_missing(f"PostgreSQL does not answer: {result.stderr}")
+    assert (result.returncode, result.stderr) == (0, ""), result
+    assert result.stdout.startswith("database at revision")
+
+
+@pytest.mark.parametrize("query", ["target_session_attrs=any", "sslmode=maybe"])
+def test_a_postgresql_url_option_asyncpg_cannot_take_is_refused_in_one_line(
+    cli: Cli, query: str
+) -> None:
+    # Refused before any connection is tried: no server needed.
+    url = f"postgresql://app:s3cret@127.0.0.1:1/db?{query}"
+
+    result = cli("db", "current", env={"DATABASE_URL": url})
+
+    assert result.returncode == 1
+    line = error_line(result)
+    assert line.startswith("allocation: error: DATABASE_URL=")
+    assert "accepted query options: sslmode" in line
+    assert "s3cret" not in line

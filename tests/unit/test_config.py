@@ -67,6 +67,8 @@ BAD_VALUES: list[tuple[str, str]] = [
             "1_0",
             "0x10",
             "１",
+            "86400.5",
+            "1e300",
         )
     ),
     ("ALLOCATION_RELAY_INTERVAL", "0"),
@@ -102,6 +104,10 @@ BAD_VALUES: list[tuple[str, str]] = [
             "postgresql://app:pw@h:70000/db",
             "postgresql://app:pw@h:0/db",
             "postgresql://app:p@ss@h/db",
+            "postgresql://app:pw@h/db?foo=1",
+            "postgresql://app:pw@h/db?connect_timeout=5",
+            "postgresql://app:pw@h/db?sslmode=maybe",
+            "postgresql://app:pw@h/db?sslmode=require&ssl=disable",
         )
     ),
     *(
@@ -147,6 +153,7 @@ def test_nothing_set_means_every_default() -> None:
         ("ALLOCATION_RETRY_DELAY", " 0.25 ", "retry_delay", 0.25),
         ("ALLOCATION_RETRY_DELAY", "1e-3", "retry_delay", 0.001),
         ("ALLOCATION_RETRY_DELAY", "0", "retry_delay", 0.0),
+        ("ALLOCATION_RETRY_DELAY", "86400", "retry_delay", 86400.0),
         ("ALLOCATION_CATCH_UP_INTERVAL", "0", "catch_up_interval", 0.0),
         ("ALLOCATION_RELAY_INTERVAL", ".5", "relay_interval", 0.5),
         ("ALLOCATION_CONFLICT_RETRIES", "0", "conflict_retries", 0),
@@ -156,6 +163,9 @@ def test_nothing_set_means_every_default() -> None:
         ("ALLOCATION_CONSUMER_GROUP", "группа", "consumer_group", "группа"),
         ("DATABASE_URL", "postgres://app:p%40ss@h:5432/db", "database_url", "postgres://app:p%40ss@h:5432/db"),
         ("DATABASE_URL", "postgres+asyncpg://h/db", "database_url", "postgres+asyncpg://h/db"),
+        ("DATABASE_URL", "postgresql://h/db?sslmode=disable", "database_url", "postgresql://h/db?sslmode=disable"),
+        ("DATABASE_URL", "postgresql://h/db?sslmode=verify-full&application_name=shop", "database_url", "postgresql://h/db?sslmode=verify-full&application_name=shop"),
+        ("DATABASE_URL", "postgresql://h/db?ssl=require", "database_url", "postgresql://h/db?ssl=require"),
         ("DATABASE_URL", "sqlite:///x.db", "database_url", "sqlite:///x.db"),
         ("DATABASE_URL", "sqlite+aiosqlite:////tmp/a@b.db", "database_url", "sqlite+aiosqlite:////tmp/a@b.db"),
         ("BROKER_URL", "", "broker_url", None),
@@ -243,6 +253,63 @@ def test_a_username_without_password_is_refused(given: str) -> None:
 def test_the_command_stream_is_not_the_event_stream() -> None:
     with pytest.raises(ConfigurationError, match="ALLOCATION_COMMAND_STREAM"):
         Settings.from_environment({"ALLOCATION_COMMAND_STREAM": "allocation:events"})
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "bad host\\x",
+        "mail\nexample.com",
+        "mail\x7f",
+        "-mail",
+        "a..b",
+        "mail:25",
+        "a" * 254,
+    ],
+)
+def test_an_smtp_host_that_is_no_host_name_is_refused(host: str) -> None:
+    """Regression: SMTP_HOST was never checked ('bad host\\x' was taken)."""
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_environment({"SMTP_HOST": host})
+
+    assert refused.value.variable == "SMTP_HOST"
+    assert str(refused.value).startswith("SMTP_HOST=")
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "mail",
+        " mail.example.com ",
+        "mail.example.com.",
+        "127.0.0.1",
+        "::1",
+        "почта.рф",
+        "a" * 63,
+    ],
+)
+def test_an_smtp_host_name_or_address_is_read(host: str) -> None:
+    smtp = Settings.from_environment({"SMTP_HOST": host}).smtp
+
+    assert smtp is not None
+    assert smtp.host == host.strip()
+
+
+def test_a_database_url_option_refused_lists_the_accepted_ones() -> None:
+    """Regression: ?sslmode=disable crashed with a TypeError (exit 70); any option
+    asyncpg does not take is now refused before anything runs."""
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_environment(
+            {"DATABASE_URL": "postgresql://app:s3cret@h/db?target_session_attrs=any"}
+        )
+
+    message = str(refused.value)
+    assert message.startswith("DATABASE_URL='postgresql://app:***@h/db?")
+    assert "'target_session_attrs' is not accepted" in message
+    assert "sslmode" in message
+    assert "application_name" in message
+    assert "s3cret" not in message
+    assert "\n" not in message
 
 
 def test_a_refused_url_is_shown_without_its_password() -> None:

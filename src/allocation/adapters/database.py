@@ -41,6 +41,14 @@ if TYPE_CHECKING:
 # not hold the write lock); every other transaction begins IMMEDIATE.
 READ_ONLY = "allocation_read_only"
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+# What a PostgreSQL URL's query may say, in libpq's words. SQLAlchemy hands every
+# query key to asyncpg.connect() as a keyword, which knows none of libpq's, so they
+# are translated here (postgres_connect_options) and anything else is refused.
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+POSTGRES_URL_OPTIONS = ("sslmode", "ssl", "application_name")
+ACCEPTED_POSTGRES_OPTIONS = (
+    f"sslmode (or ssl) = {', '.join(SSL_MODES)}; application_name"
+)
 
 
 def normalise_database_url(url: str) -> str:
@@ -57,6 +65,37 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(plain):
             return with_driver + url[len(plain) :]
     return url
+
+
+def postgres_connect_options(url: str | URL) -> tuple[URL, dict[str, Any]]:
+    """``url`` without its query, and the asyncpg.connect() arguments its query meant.
+
+    ``sslmode`` (or asyncpg's own ``ssl``) becomes ``ssl``, ``application_name`` a
+    server setting.
+
+    Raises:
+        ValueError: an option not in POSTGRES_URL_OPTIONS, an option given twice,
+            or an SSL mode not in SSL_MODES; the message names it.
+    """
+    parsed = make_url(url) if isinstance(url, str) else url
+    unknown = sorted(set(parsed.query) - set(POSTGRES_URL_OPTIONS))
+    if unknown:
+        raise ValueError(f"query option {unknown[0]!r} is not accepted")
+    query = dict(parsed.query)
+    repeated = [key for key, value in query.items() if isinstance(value, tuple)]
+    if repeated:
+        raise ValueError(f"query option {repeated[0]!r} is given more than once")
+    if "ssl" in query and "sslmode" in query:
+        raise ValueError("query options 'ssl' and 'sslmode' are both given")
+    arguments: dict[str, Any] = {}
+    mode = query.get("sslmode", query.get("ssl"))
+    if mode is not None:
+        if mode not in SSL_MODES:
+            raise ValueError(f"SSL mode {mode!r} is not accepted")
+        arguments["ssl"] = mode
+    if "application_name" in query:
+        arguments["server_settings"] = {"application_name": query["application_name"]}
+    return parsed.set(query={}), arguments
 
 
 def create_engine(
@@ -81,6 +120,7 @@ def create_engine(
     """
     url = normalise_database_url(url)
     options: dict[str, Any] = {}
+    target: str | URL = url
     try:
         if url.startswith("sqlite+aiosqlite:"):
             open_options = _sqlite_open_options(make_url(url).database, read_only)
@@ -93,17 +133,20 @@ def create_engine(
         elif url.startswith("postgresql+asyncpg:"):
             # The transactions are begun on the driver by postgres_driver's hooks.
             options = {"isolation_level": "AUTOCOMMIT"}
+            target, connect_args = postgres_connect_options(url)
             if read_only:
-                options["connect_args"] = {
-                    "server_settings": {"default_transaction_read_only": "on"}
+                connect_args["server_settings"] = {
+                    **connect_args.get("server_settings", {}),
+                    "default_transaction_read_only": "on",
                 }
+            options["connect_args"] = connect_args
             if pool_size is not None:
                 # A fixed pool: tasks beyond it wait for a connection instead of
                 # opening and closing overflow connections under load.
                 options.update(pool_size=pool_size, max_overflow=0)
         if read_only:
             options["execution_options"] = {READ_ONLY: True}
-        engine = create_async_engine(url, **options)
+        engine = create_async_engine(target, **options)
     except (
         exc.ArgumentError,
         exc.NoSuchModuleError,
@@ -111,7 +154,9 @@ def create_engine(
         ImportError,
         ValueError,
     ) as error:
-        raise DatabaseUnavailable(url, f"unusable URL ({error})") from error
+        # Only the first line: SQLAlchemy's SQLite error goes on to list examples.
+        reason = f"unusable URL ({_first_line(error)})"
+        raise DatabaseUnavailable(url, reason) from error
     if engine.dialect.name == "sqlite":
         prepare = (
             _prepare_read_only_sqlite_connection

@@ -24,6 +24,8 @@ from allocation.adapters.postgres_driver import LOG_CHANNEL
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from sqlalchemy.engine import URL
+
 # How the connection shows in pg_stat_activity: this worker's, by its pid.
 APPLICATION_NAME = "allocation relay wake-ups"
 
@@ -59,12 +61,17 @@ class PostgresLogListener:
         """Call ``heard`` once listening and on every notice; raise
         DatabaseUnavailable when the connection fails or is lost. The connection
         is closed on the way out, cancellation included."""
+        target, options = database.postgres_connect_options(self.url)
         with database.translated_errors(self.url):
             connection = await asyncpg.connect(
-                _asyncpg_dsn(self.url),
+                _asyncpg_dsn(target),
                 timeout=self._connect_timeout,
-                server_settings={
-                    "application_name": f"{APPLICATION_NAME} {os.getpid()}"
+                **{
+                    **options,
+                    # Ours, whatever the URL says: this worker's listener, by pid.
+                    "server_settings": {
+                        "application_name": f"{APPLICATION_NAME} {os.getpid()}"
+                    },
                 },
             )
         try:
@@ -101,11 +108,9 @@ class PostgresLogListener:
             raise DatabaseUnavailable(self._shown_url, "no answer") from error
 
 
-def _asyncpg_dsn(url: str) -> str:
+def _asyncpg_dsn(url: URL) -> str:
     """The SQLAlchemy URL as a DSN asyncpg reads (no ``+asyncpg`` driver suffix)."""
-    return (
-        make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-    )
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 async def _close(connection: asyncpg.Connection[Any], grace_seconds: float) -> None:

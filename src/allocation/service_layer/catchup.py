@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 from allocation.domain.exceptions import AlreadyProcessed
+from allocation.service_layer.backoff import Outage
 from allocation.service_layer.exceptions import (
     SubscriberBusy,
     UnknownDeadLetter,
@@ -65,15 +66,27 @@ async def catch_up(
     return delivered
 
 
-async def keep_catching_up(bus: MessageBus, interval: float, batch_size: int) -> None:
-    """Run a catch-up pass every ``interval`` seconds until cancelled."""
+async def keep_catching_up(
+    bus: MessageBus, interval: float, batch_size: int, *, max_backoff: float = 5.0
+) -> None:
+    """Run a catch-up pass every ``interval`` seconds until cancelled.
+
+    A failing pass is tried again, with a back-off of up to ``max_backoff`` seconds
+    (never less than ``interval``); the outage is logged once each way.
+    """
+    outage = Outage(
+        logger, "catch-up", first=interval, longest=max(interval, max_backoff)
+    )
+    wait = interval
     while True:
-        await anyio.sleep(interval)
+        await anyio.sleep(wait)
         try:
             delivered = await catch_up(bus, batch_size=batch_size)
-        except Exception as error:  # noqa: BLE001 - a background loop: log and go on
-            logger.warning("catch-up pass failed, will retry: %s", error)
+        except Exception as error:  # noqa: BLE001 - a background loop's boundary: the outage logs it
+            wait = outage.failed(error)
         else:
+            outage.succeeded()
+            wait = interval
             if delivered:
                 logger.info("catch-up delivered %d events", delivered)
 

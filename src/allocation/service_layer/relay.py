@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from allocation.adapters.broker import DEFAULT_STREAM
-from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.service_layer.backoff import Outage
 
 if TYPE_CHECKING:
@@ -179,11 +178,9 @@ async def keep_relaying(
         rung_meanwhile = _rings_taken_for(wake_up, interval)
         try:
             relayed = await _relay_if_ours(bus, publisher, batch_size, rung_meanwhile)
-        except (BrokerUnavailable, DatabaseUnavailable) as error:
-            await anyio.sleep(outage.failed(error))
-            continue
-        except Exception as error:  # a background loop's boundary: log, retry
-            logger.exception("relay pass failed")
+        except Exception as error:  # noqa: BLE001 - a background loop's boundary: the outage logs it
+            # The broker or the database down, or a failure nobody foresaw: tried
+            # again after a back-off, and the outage says why, once.
             await anyio.sleep(outage.failed(error))
             continue
         outage.succeeded()
@@ -224,8 +221,5 @@ async def keep_listening(
     while True:
         try:
             await listener.listen(heard)
-        except DatabaseUnavailable as error:
-            await anyio.sleep(outage.failed(error))
-        except Exception as error:  # a background loop's boundary: log, retry
-            logger.exception("relay wake-up listener failed")
+        except Exception as error:  # noqa: BLE001 - a background loop's boundary: the outage logs it
             await anyio.sleep(outage.failed(error))

@@ -22,12 +22,18 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def bus() -> AsyncIterator[MessageBus]:
-    """A bus on fakes, with the default settings."""
+def uow() -> FakeUnitOfWork:
+    """The fake unit of work every handler call of ``bus`` shares."""
+    return FakeUnitOfWork()
+
+
+@pytest.fixture
+async def bus(uow: FakeUnitOfWork) -> AsyncIterator[MessageBus]:
+    """A bus on fakes, with the default settings but no wait between retries."""
     async with bootstrap(
-        uow=FakeUnitOfWork(),
+        uow=uow,
         notifications=FakeNotifications(),
         console=FakeConsole(),
-        settings=config.Settings(),
+        settings=config.Settings(retry_delay=0),
     ) as bus:
         yield bus

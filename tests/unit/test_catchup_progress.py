@@ -6,33 +6,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from allocation import config
-from allocation.bootstrap import bootstrap
 from allocation.domain import users
 from allocation.service_layer import catchup
 from allocation.service_layer.exceptions import UnknownSubscriber
-from allocation.testing import FakeConsole, FakeNotifications, FakeUnitOfWork
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from allocation.service_layer.messagebus import MessageBus
-
-
-@pytest.fixture
-def uow() -> FakeUnitOfWork:
-    return FakeUnitOfWork()
-
-
-@pytest.fixture
-async def bus(uow: FakeUnitOfWork) -> AsyncIterator[MessageBus]:
-    async with bootstrap(
-        uow=uow,
-        notifications=FakeNotifications(),
-        console=FakeConsole(),
-        settings=config.Settings(retry_delay=0),
-    ) as bus:
-        yield bus
+    from allocation.testing import FakeUnitOfWork
 
 
 async def _register_without_dispatch(uow: FakeUnitOfWork, count: int) -> None:

@@ -21,26 +21,10 @@ from allocation.testing import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Iterable
+    from collections.abc import Iterable
 
     from allocation.service_layer.messagebus import MessageBus
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
-
-
-@pytest.fixture
-def uow() -> FakeUnitOfWork:
-    return FakeUnitOfWork()
-
-
-@pytest.fixture
-async def bus(uow: FakeUnitOfWork) -> AsyncIterator[MessageBus]:
-    async with bootstrap(
-        uow=uow,
-        notifications=FakeNotifications(),
-        console=FakeConsole(),
-        settings=config.Settings(retry_delay=0),
-    ) as bus:
-        yield bus
 
 
 def processed_by(uow: FakeUnitOfWork, subscriber: str) -> set[str]:

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from allocation.adapters import database, orm
+from allocation.adapters import database, database_errors, orm
 from allocation.adapters.exceptions import (
     DatabaseDirectoryMissing,
     DatabaseUnavailable,
@@ -97,7 +97,7 @@ async def test_a_value_postgresql_refuses_is_a_refused_value(
 async def _execute(
     engine: AsyncEngine, url: str, statement: Executable, parameters: dict[str, object]
 ) -> None:
-    with database.translated_errors(url):
+    with database_errors.translated_errors(url):
         async with engine.begin() as connection:
             await connection.execute(statement, parameters)
 

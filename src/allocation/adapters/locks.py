@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import asyncpg
 
-from allocation.adapters import database
+from allocation.adapters import database_errors
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -60,7 +60,7 @@ class PostgresSubscriberLocks(SubscriberLocks):
                 return
             key = _lock_key(subscriber)
             url = self._engine.url
-            with database.translated_errors(url):
+            with database_errors.translated_errors(url):
                 connection = await self._engine.connect()
             # Straight on the driver, outside any transaction: a session lock needs
             # none, and the relay takes this lock on every pass.
@@ -70,7 +70,7 @@ class PostgresSubscriberLocks(SubscriberLocks):
             # the lock, so it may not go back to the pool.
             may_hold_lock = True
             try:
-                with database.translated_errors(url):
+                with database_errors.translated_errors(url):
                     taken = await driver.fetchval(_TRY_LOCK, key)
                 may_hold_lock = bool(taken)
                 try:

@@ -17,7 +17,7 @@ import anyio
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from allocation.adapters import database
+from allocation.adapters import database, database_errors
 from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.postgres_driver import LOG_CHANNEL
 
@@ -62,7 +62,7 @@ class PostgresLogListener:
         DatabaseUnavailable when the connection fails or is lost. The connection
         is closed on the way out, cancellation included."""
         target, options = database.postgres_connect_options(self.url)
-        with database.translated_errors(self.url):
+        with database_errors.translated_errors(self.url):
             connection = await asyncpg.connect(
                 _asyncpg_dsn(target),
                 timeout=self._connect_timeout,
@@ -85,7 +85,7 @@ class PostgresLogListener:
     ) -> None:
         lost = anyio.Event()
         connection.add_termination_listener(lambda _connection: lost.set())
-        with database.translated_errors(self.url):
+        with database_errors.translated_errors(self.url):
             await connection.add_listener(
                 LOG_CHANNEL, lambda _connection, _pid, _channel, _payload: heard()
             )
@@ -101,7 +101,7 @@ class PostgresLogListener:
         try:
             with (
                 anyio.fail_after(self._check_timeout),
-                database.translated_errors(self.url),
+                database_errors.translated_errors(self.url),
             ):
                 await connection.fetchval("SELECT 1")
         except TimeoutError as error:

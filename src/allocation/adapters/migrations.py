@@ -18,7 +18,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import func, inspect, select, table
 
-from allocation.adapters import database
+from allocation.adapters import database_errors
 from allocation.adapters.exceptions import (
     DataWouldBeLost,
     MigrationFailed,
@@ -70,7 +70,7 @@ def head_revision() -> str:
 
 async def _run(engine: AsyncEngine, action: Callable[[Config], None]) -> None:
     url = engine.url.render_as_string(hide_password=False)
-    with database.translated_errors(url):
+    with database_errors.translated_errors(url):
         async with engine.begin() as connection:
 
             def run(sync_connection: Connection) -> None:
@@ -163,7 +163,7 @@ async def check(engine: AsyncEngine) -> None:
 async def current_revision(engine: AsyncEngine) -> str | None:
     """The revision the database is at, None when it has no schema."""
     url = engine.url.render_as_string(hide_password=False)
-    with database.translated_errors(url):
+    with database_errors.translated_errors(url):
         async with engine.connect() as connection:
             return await connection.run_sync(
                 lambda sync: MigrationContext.configure(sync).get_current_revision()

@@ -12,7 +12,7 @@ import anyio
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from allocation.adapters import (
-    database,
+    database_errors,
     eventlog,
     postgres_driver,
     read_model,
@@ -218,7 +218,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         self._users_on_driver: repository.PostgresUserRepository | None = None
         self.users: repository.AbstractUserRepository
         if engine is not None:
-            with database.translated_errors(engine.url):
+            with database_errors.translated_errors(engine.url):
                 connection = await engine.connect()
             self._driver = driver = postgres_driver.DriverTransaction(connection)
             self.session = session = self._session_factory(bind=connection)
@@ -249,7 +249,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         # Every driver error raised inside the block, by a repository or a read
         # model, is translated here, in one place.
         if exc is not None:
-            ours = database.translate(exc, self._url)
+            ours = database_errors.translate(exc, self._url)
             if ours is not exc:
                 raise ours from exc
 
@@ -271,7 +271,9 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         # unless the commit fails.
         new_emails = (user.email for user in self.users.seen.values())
         session = self.session
-        with database.translated_errors(session.get_bind().engine.url, new_emails):
+        with database_errors.translated_errors(
+            session.get_bind().engine.url, new_emails
+        ):
             if self._driver is not None and (
                 session.new or session.dirty or session.deleted
             ):
@@ -294,7 +296,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
                 await session.commit()
 
     async def _rollback(self) -> None:
-        with database.translated_errors(self.session.get_bind().engine.url):
+        with database_errors.translated_errors(self.session.get_bind().engine.url):
             if self._driver is not None:
                 await self._driver.rollback()
             if self.session.in_transaction():

@@ -315,6 +315,11 @@ class _Environment:
         ):
             raise ConfigurationError(variable, raw, expected)
         if parsed.get_backend_name() == "postgresql":
+            authority_and_path = url.split("://", 1)[-1].split("?", 1)[0]
+            if authority_and_path.count("@") > 1:
+                # A password's unencoded @: the URL names another host than it
+                # seems to, and a message quoting it would show half the password.
+                raise ConfigurationError(variable, raw, expected)
             try:
                 database.postgres_connect_options(parsed)
             except ValueError as error:

@@ -98,6 +98,7 @@ BAD_VALUES: list[tuple[str, str]] = [
             "nonsense",
             "nonsense://x",
             "mysql://app:pw@h/db",
+            "postgresql://postgres:SE@CR/ETPW@127.0.0.1:5432/db",  # an unencoded @
             "postgresql+psycopg2://app@h/db",
             "sqlite+pysqlite:///x.db",
             "postgresql://app:pw@h:notaport/db",

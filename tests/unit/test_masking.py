@@ -118,3 +118,10 @@ def test_a_reason_quoting_input_shows_its_control_characters_escaped() -> None:
 
     assert "\x1b" not in str(error)
     assert "\\x1b[2J" in str(error)
+
+
+def test_a_huge_url_is_cut_in_an_error_line() -> None:
+    error = DatabaseUnavailable(f"postgresql://u:{SECRET}@h/{'d' * 10_000}", "refused")
+
+    assert len(str(error)) < 300
+    assert SECRET not in str(error)

@@ -26,6 +26,7 @@ from allocation.service_layer.masking import mask_secrets, mask_url
 
 # A driver's reason quotes the value it refused: never more than this much of it.
 _MAX_REASON = 160
+_MAX_URL = 100
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Paths are quoted whole up to this length: their last part matters most.
 _PATH_LIMIT = 300
@@ -99,7 +100,7 @@ class DatabaseUnavailable(AllocationError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = mask_url(url)
         self.reason = _cut(mask_secrets(reason, url))
-        super().__init__(f"database {self.url} is unavailable: {self.reason}")
+        super().__init__(f"database {_cut_url(self.url)} is unavailable: {self.reason}")
 
 
 class DataRefused(AllocationError):
@@ -155,7 +156,12 @@ class BrokerUnavailable(AllocationError):
     def __init__(self, url: str, reason: str) -> None:
         self.url = mask_url(url)
         self.reason = _cut(mask_secrets(reason, url))
-        super().__init__(f"broker {self.url} is unavailable: {self.reason}")
+        super().__init__(f"broker {_cut_url(self.url)} is unavailable: {self.reason}")
+
+
+def _cut_url(url: str) -> str:
+    """A masked URL as an error line quotes it: the start names the database."""
+    return url if len(url) <= _MAX_URL else f"{url[: _MAX_URL - 1]}…"
 
 
 def _cut(reason: str) -> str:

@@ -108,6 +108,19 @@ async def test_verify_names_a_tampered_user_row(
     ]
 
 
+async def test_verify_sees_a_stored_email_whose_case_was_changed(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    """Regression: loading a user normalised its email again, hiding the change."""
+    await services.register_user(bus, "Ann", "ann@example.com")
+    await _tamper(engine, "UPDATE users SET email = 'ANN@example.com'")
+
+    problems = await verify(bus.uow_factory(), scratch=FakeUnitOfWork())
+
+    assert len(problems) == 1
+    assert "ANN@example.com" in problems[0]
+
+
 async def test_verify_shows_a_few_differing_rows_and_counts_the_rest(
     bus: MessageBus, engine: AsyncEngine
 ) -> None:

@@ -213,7 +213,9 @@ class PostgresUserRepository(AbstractUserRepository):
         row = await driver.fetchrow(query, key)
         if row is None:
             return None
-        user = users.User(row["id"], row["name"], row["email"], row["version_number"])
+        user = users.User.restored(
+            row["id"], row["name"], row["email"], row["version_number"]
+        )
         self._loaded_versions[user.id] = user.version_number
         return user
 

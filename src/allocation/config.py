@@ -116,6 +116,14 @@ class Settings:
                 command_stream,
                 "a stream other than ALLOCATION_BROKER_STREAM's, where events go",
             )
+        if broker_stream == f"{command_stream}:dead":
+            # Events would show up as dead commands, and a retry would send them
+            # to the command stream.
+            raise ConfigurationError(
+                "ALLOCATION_BROKER_STREAM",
+                broker_stream,
+                "a stream other than the command stream's dead letters",
+            )
         return cls(
             database_url=env.database_url(),
             database_pool_size=env.whole("ALLOCATION_DATABASE_POOL_SIZE", 20, 1),

@@ -174,4 +174,31 @@ def test_pending_shows_the_consumers_holding_unacknowledged_entries(
 def test_the_broker_commands_need_broker_url(migrated: Cli) -> None:
     result = migrated("broker", "pending")
     assert result.returncode == 1
-    assert "BROKER_URL" in error_line(result)
+    assert "BROKER_URL is not set" in error_line(result)
+
+
+@pytest.mark.parametrize(
+    "entry_id", ["18446744073709551616-0", "1-18446744073709551616"]
+)
+def test_an_entry_id_beyond_64_bits_is_a_usage_error(
+    broker: Cli, entry_id: str
+) -> None:
+    """Regression: Redis refused it and the command exited 70."""
+    result = broker("broker", "dead-letters", "retry", entry_id)
+
+    assert result.returncode == 2
+    assert "invalid entry id" in error_line(result)
+
+
+def test_a_command_stream_key_of_another_type_is_one_line(
+    broker: Cli, server: PrivateRedis
+) -> None:
+    """Regression: WRONGTYPE from Redis ended in exit 70."""
+    _redis(server, "set", "not-a-stream", "x")
+
+    result = broker(
+        "broker", "pending", env={"ALLOCATION_COMMAND_STREAM": "not-a-stream"}
+    )
+
+    assert result.returncode == 1
+    assert "refused" in error_line(result)

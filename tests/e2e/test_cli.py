@@ -138,7 +138,7 @@ def test_verify_names_a_tampered_view_row_and_exits_1(seeded: Cli) -> None:
             " version=2 allocated=True"
         )
     ]
-    assert result.stderr == "verify: 1 differences\n"
+    assert result.stderr == "verify: 1 difference\n"
 
 
 def test_change_batch_quantity_reallocates_what_no_longer_fits(seeded: Cli) -> None:

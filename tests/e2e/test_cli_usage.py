@@ -212,14 +212,14 @@ def test_replay_draws_no_bar_when_stderr_is_not_a_terminal(seeded: Cli) -> None:
     result = seeded("replay", "allocations_view")
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == "replayed allocations_view: 1 events applied\n"
+    assert result.stdout == "replayed allocations_view: 1 event applied\n"
 
 
 def test_replay_on_a_terminal_shows_progress_with_rate_and_eta(seeded: Cli) -> None:
     status, stdout, drawn = _run_on_a_terminal(seeded, "replay", "allocations_view")
 
     assert status == 0, drawn
-    assert stdout == "replayed allocations_view: 1 events applied\n"
+    assert stdout == "replayed allocations_view: 1 event applied\n"
     assert "replay allocations_view" in drawn
     assert "positions/s" in drawn  # the rate
     assert "0:00:00" in drawn  # the time remaining, once done

@@ -65,7 +65,9 @@ def test_the_worker_refuses_a_bad_setting_in_one_line(
     assert error_line(result).startswith(f"allocation: error: {variable}={value!r}")
 
 
-@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1", "x", "1e999"])
+@pytest.mark.parametrize(
+    "value", ["nan", "inf", "-inf", "0", "-1", "x", "1e999", "86401", "1e-07"]
+)
 def test_a_worker_interval_that_is_no_positive_number_is_a_usage_error(
     migrated: Cli, value: str
 ) -> None:

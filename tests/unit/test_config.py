@@ -359,3 +359,11 @@ def test_the_readme_documents_exactly_the_settings_read() -> None:
     Settings.from_environment(environment)
 
     assert documented == environment.asked
+
+
+def test_events_may_not_go_to_the_command_streams_dead_letters() -> None:
+    """Regression: the relay filled the dead-letter stream, and retry sent events on."""
+    with pytest.raises(ConfigurationError, match="ALLOCATION_BROKER_STREAM"):
+        Settings.from_environment(
+            {"ALLOCATION_BROKER_STREAM": "allocation:commands:dead"}
+        )

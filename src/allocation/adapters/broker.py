@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import redis.asyncio as redis
 from redis import exceptions as redis_errors
 
-from allocation.adapters.exceptions import BrokerUnavailable
+from allocation.adapters.exceptions import BrokerRefused, BrokerUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
@@ -47,16 +47,25 @@ def entry_fields(logged: LoggedEvent) -> dict[str, str]:
             if logged.payload_json is not None
             else event.payload_json()
         ),
+        # The version the payload text was written with: consumers upcast by it.
+        "schema_version": str(
+            logged.schema_version
+            if logged.payload_json is not None
+            else event.SCHEMA_VERSION
+        ),
     }
 
 
 @contextlib.asynccontextmanager
 async def translated_errors(url: str) -> AsyncIterator[None]:
-    """Redis's connection failures, as our BrokerUnavailable."""
+    """Redis's connection failures as our BrokerUnavailable, its refusals as
+    BrokerRefused."""
     try:
         yield
     except (redis_errors.ConnectionError, redis_errors.TimeoutError, OSError) as error:
         raise BrokerUnavailable(url, str(error) or type(error).__name__) from error
+    except redis_errors.ResponseError as error:
+        raise BrokerRefused(url, str(error) or type(error).__name__) from error
 
 
 class AbstractPublisher(abc.ABC):

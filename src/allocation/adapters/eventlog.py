@@ -34,8 +34,10 @@ class LoggedEvent:
     aggregate_id: str
     aggregate_version: int
     occurred_at: datetime.datetime
-    # The payload's JSON as stored: the relay publishes it as it is.
+    # The payload's JSON as stored, and the schema version it was written with:
+    # the relay publishes both as they are.
     payload_json: str | None = None
+    schema_version: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ AllocationError
 │   ├── DatabaseDirectoryMissing   its directory does not exist
 │   └── DatabaseReadOnly  a command that writes meets a read-only file
 ├── DataRefused           the database refused a value (the input's fault: not retried)
+├── BrokerRefused         the broker answered no (a key of another type, ...)
 └── BrokerUnavailable     the message broker cannot be reached (transient)
 
 The errors that quote a URL or a driver's text mask passwords themselves, so no caller
@@ -148,6 +149,17 @@ class DatabaseReadOnly(DatabaseFileUnusable):
             f"it is read-only ({why}) and this command writes to it;"
             " commands that only read still work",
         )
+
+
+class BrokerRefused(AllocationError):
+    """Raised when the broker answers but refuses a command: a key of another type
+    (WRONGTYPE), a database number it does not have, a malformed id. Retrying the
+    same command cannot help; the setting or the data must change."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        self.url = mask_url(url)
+        self.reason = _cut(mask_secrets(reason, url))
+        super().__init__(f"broker {_cut_url(self.url)} refused: {self.reason}")
 
 
 class BrokerUnavailable(AllocationError):

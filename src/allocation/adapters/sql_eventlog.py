@@ -327,6 +327,7 @@ def _logged(record: Any) -> LoggedEvent:
         aggregate_version=record["aggregate_version"],
         occurred_at=_aware(record["occurred_at"]),
         payload_json=payload_json,
+        schema_version=record["schema_version"],
     )
 
 

@@ -74,7 +74,8 @@ class BlankIdentifier(AllocationError):
         self.maximum = maximum
         super().__init__(
             f"invalid {field} {shorten(value)}: must be 1 to {maximum} characters, "
-            "without leading or trailing spaces or control characters"
+            "without leading or trailing spaces, control characters or invisible "
+            "marks"
         )
 
 

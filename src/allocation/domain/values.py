@@ -148,7 +148,10 @@ _IDENTIFIER_PATTERN = (
     rf"(?:[^{_SCHEMA_FORBIDDEN}\u200b-\u200f\ufeff]*"
     rf"[^\s{_SCHEMA_FORBIDDEN}\u200b-\u200f\ufeff])?$"
 )
-_TEXT_PATTERN = rf"^[^{_SCHEMA_FORBIDDEN}]+$"
+# Names as stored: trimmed, so neither end is a space.
+_TEXT_PATTERN = (
+    rf"^[^\s{_SCHEMA_FORBIDDEN}](?:[^{_SCHEMA_FORBIDDEN}]*[^\s{_SCHEMA_FORBIDDEN}])?$"
+)
 
 
 def _text_schema(maximum: int, description: str, pattern: str) -> object:
@@ -197,7 +200,11 @@ EmailAddress = Annotated[
     AfterValidator(normalise_email),
     Field(
         description="an email address, stored trimmed and lower-cased",
-        json_schema_extra={"maxLength": MAX_EMAIL, "format": "email"},
+        json_schema_extra={
+            "maxLength": MAX_EMAIL,
+            "format": "email",
+            "pattern": f"^{_EMAIL_SHAPE.pattern}$",
+        },
     ),
 ]
 Quantity = Annotated[

@@ -19,8 +19,13 @@ if TYPE_CHECKING:
 _ENTRY_ID = re.compile(r"[0-9]+-[0-9]+")
 
 
+_MAX_ID_PART = 2**64 - 1  # Redis: milliseconds-sequence, each a 64-bit number
+
+
 def _entry_id(raw: str) -> str:
-    if not _ENTRY_ID.fullmatch(raw):
+    if not _ENTRY_ID.fullmatch(raw) or any(
+        int(part) > _MAX_ID_PART for part in raw.split("-")
+    ):
         raise argparse.ArgumentTypeError(
             f"invalid entry id {shorten(raw)}: expected one as "
             "`broker dead-letters list` shows it, e.g. 1700000000000-0"
@@ -60,6 +65,8 @@ async def _broker(args: argparse.Namespace) -> int:
             "BROKER_URL",
             "",
             "the Redis URL the worker uses, e.g. redis://127.0.0.1:6379/0",
+            reason="BROKER_URL is not set: the broker commands need the Redis URL "
+            "the worker uses, e.g. redis://127.0.0.1:6379/0",
         )
     admin = CommandStreamAdmin(
         settings.broker_url, settings.command_stream, settings.consumer_group

@@ -98,9 +98,10 @@ def _interval(raw: str) -> float:
         value = config.parse_seconds(raw)
     except ValueError:
         value = math.nan
-    if not value > 0:
+    if not 0.001 <= value <= config.MAX_SECONDS:
         raise argparse.ArgumentTypeError(
-            f"invalid interval {shorten(raw)}: must be a finite number of seconds > 0"
+            f"invalid interval {shorten(raw)}: must be a number of seconds from "
+            f"0.001 to {config.MAX_SECONDS}"
         )
     return value
 
@@ -121,7 +122,7 @@ async def _events(args: argparse.Namespace) -> int:
             shown += len(batch)
             after = batch[-1].position
     if not args.json:
-        print(f"{shown} events", file=sys.stderr)
+        print(_count(shown, "event"), file=sys.stderr)
     return 0
 
 
@@ -148,6 +149,8 @@ def _as_json(logged: LoggedEvent) -> str:
             "occurred_at": logged.occurred_at.isoformat(),
             "correlation_id": event.correlation_id,
             "causation_id": event.causation_id,
+            # The payload above is in the current shape, older rows upcast.
+            "schema_version": event.SCHEMA_VERSION,
         },
         ensure_ascii=False,
     )
@@ -164,7 +167,7 @@ async def _dead_letters(args: argparse.Namespace) -> int:
                     f"{letter.attempts} attempts, last "
                     f"{letter.last_tried.isoformat(timespec='seconds')}\t{letter.error}"
                 )
-            print(f"{len(letters)} dead letters", file=sys.stderr)
+            print(_count(len(letters), "dead letter"), file=sys.stderr)
             return 0
         if args.action == "retry":
             still = await catchup.retry_dead_letter(bus, args.id)
@@ -186,7 +189,7 @@ async def _replay(args: argparse.Namespace) -> int:
         shown = None if show is None else functools.partial(show, args.subscriber)
         async with bootstrap(catch_up=False) as bus:
             applied = await catchup.replay(bus, args.subscriber, progress=shown)
-    print(f"replayed {args.subscriber}: {applied} events applied")
+    print(f"replayed {args.subscriber}: {_count(applied, 'event')} applied")
     return 0
 
 
@@ -210,7 +213,7 @@ async def _verify(args: argparse.Namespace) -> int:
     for problem in problems:
         print(problem)
     if problems:
-        print(f"verify: {len(problems)} differences", file=sys.stderr)
+        print(f"verify: {_count(len(problems), 'difference')}", file=sys.stderr)
         return 1
     print("verify: the event log and the stored state agree")
     return 0
@@ -255,8 +258,12 @@ async def _catch_up(args: argparse.Namespace) -> int:
     with _progress("catch-up") as show:
         async with bootstrap(catch_up=False) as bus:
             delivered = await catchup.catch_up(bus, progress=show)
-    print(f"catch-up delivered {delivered} events")
+    print(f"catch-up delivered {_count(delivered, 'event')}")
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
 
 
 ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {

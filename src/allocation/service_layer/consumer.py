@@ -74,6 +74,8 @@ def parse(entry: Entry) -> commands.Command:
         raise MalformedMessage("no 'name' field")
     if not message_id:
         raise MalformedMessage("no 'message_id' field")
+    if "payload" not in fields:
+        raise MalformedMessage("no 'payload' field")
     kind = messages.message_classes().get(name)
     if kind is None:
         raise MalformedMessage(f"unknown message name {shorten(name)}")

@@ -11,8 +11,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # The console script pip put next to this interpreter, as a user's shell finds it.
@@ -191,3 +195,11 @@ def start_worker(cli: Cli, **env: str) -> Worker:
         assert time.monotonic() < deadline, "the worker never started"
         time.sleep(0.05)
     return worker
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)

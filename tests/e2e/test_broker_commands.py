@@ -6,16 +6,15 @@ import contextlib
 import dataclasses
 import json
 import subprocess
-import time
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.conftest import error_line, start_worker
+from tests.e2e.conftest import error_line, start_worker, wait_for
 from tests.e2e.test_broker_outage import PrivateRedis
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterator
+    from collections.abc import Iterator
 
     from tests.e2e.conftest import Cli
 
@@ -46,13 +45,6 @@ def _redis(server: PrivateRedis, *args: str | bytes) -> str:
     return done.stdout.decode(errors="backslashreplace").strip()
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_the_worker_logs_one_line_per_dead_letter_and_leaves_the_group(
     migrated: Cli, server: PrivateRedis
 ) -> None:
@@ -72,8 +64,8 @@ def test_the_worker_logs_one_line_per_dead_letter_and_leaves_the_group(
 
     worker = start_worker(migrated, BROKER_URL=server.url)
     try:
-        _wait_for(lambda: _redis(server, "xlen", DEAD) == "2", "both dead-lettered")
-        _wait_for(
+        wait_for(lambda: _redis(server, "xlen", DEAD) == "2", "both dead-lettered")
+        wait_for(
             lambda: migrated("events", "list", "--name", "batch_created").stdout != "",
             "the good entry after them is handled",
         )

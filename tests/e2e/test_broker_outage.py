@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.e2e.conftest import start_worker
+from tests.e2e.conftest import start_worker, wait_for
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -104,13 +104,6 @@ def _streamed_ids(server: PrivateRedis) -> list[str]:
     ]
 
 
-def _wait_for(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.1)
-
-
 def test_a_broker_outage_loses_nothing(
     migrated: Cli, private_redis: PrivateRedis
 ) -> None:
@@ -119,21 +112,21 @@ def test_a_broker_outage_loses_nothing(
     )
     try:
         migrated.ok("add-batch", "b1", "LAMP", "10")
-        _wait_for(lambda: len(_streamed_ids(private_redis)) == 1, "first event relayed")
+        wait_for(lambda: len(_streamed_ids(private_redis)) == 1, "first event relayed")
 
         private_redis.stop()
         migrated.ok("add-batch", "b2", "LAMP", "5")
         migrated.ok("allocate", "o1", "LAMP", "3")
-        _wait_for(lambda: "relay paused" in worker.errors(), "the outage is noticed")
+        wait_for(lambda: "relay paused" in worker.errors(), "the outage is noticed")
         private_redis.start()
 
-        _wait_for(
+        wait_for(
             lambda: set(_streamed_ids(private_redis)) == set(_logged_ids(migrated)),
             "every logged event relayed after the restart",
         )
         # The entries reach Redis a moment before the pass that sent them ends
         # and says so: a stop in between would cut the line short.
-        _wait_for(lambda: "relay resumed" in worker.errors(), "the recovery is told")
+        wait_for(lambda: "relay resumed" in worker.errors(), "the recovery is told")
     finally:
         code, _, stderr = worker.stop()
     assert code == 0, stderr
@@ -169,11 +162,11 @@ def test_a_worker_consumes_commands_and_reclaims_a_dead_consumers(
 
     worker = start_worker(migrated, BROKER_URL=private_redis.url)
     try:
-        _wait_for(
+        wait_for(
             lambda: private_redis.cli("xlen", "allocation:commands:dead") == "1",
             "the malformed entry is dead-lettered",
         )
-        _wait_for(
+        wait_for(
             lambda: migrated.ok("allocations", "o1") == ["LAMP\tb2"],
             "the command moved o1 to b2",
         )
@@ -197,7 +190,7 @@ def test_a_worker_consumes_commands_and_reclaims_a_dead_consumers(
         migrated, BROKER_URL=private_redis.url, ALLOCATION_CLAIM_IDLE_MS="100"
     )
     try:
-        _wait_for(
+        wait_for(
             lambda: private_redis.cli(
                 "xpending", "allocation:commands", "allocation"
             ).startswith("0"),

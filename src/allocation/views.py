@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from allocation.domain import users, values
+from allocation.domain import values
 
 if TYPE_CHECKING:
     from allocation.adapters.read_model import AllocationRow, UserRow
@@ -29,7 +29,7 @@ async def allocations(orderid: str, uow: AbstractUnitOfWork) -> list[AllocationR
 async def user_by_email(email: str, uow: AbstractUnitOfWork) -> UserRow | None:
     """Return ``{"id", "name", "email"}`` of the user with ``email`` (any case), or None."""
     async with uow:
-        return await uow.users_view.by_email(users.normalise_email(email))
+        return await uow.users_view.by_email(values.normalise_email(email))
 
 
 async def users_list(uow: AbstractUnitOfWork) -> list[UserRow]:

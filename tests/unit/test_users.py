@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from allocation.domain import events, exceptions, users
+from allocation.domain import events, exceptions, users, values
 
 
 def new_id() -> str:
@@ -90,7 +90,7 @@ def test_non_string_email_raises_invalid_email(email: object) -> None:
     "email", ["alice@example.com", "a.b+tag@mail.example.org", "x@y.io"]
 )
 def test_ordinary_emails_are_accepted(email: str) -> None:
-    assert users.normalise_email(email) == email
+    assert values.normalise_email(email) == email
 
 
 @pytest.mark.parametrize("name", ["", "   ", "\t\n", "x" * 201])

@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from allocation.adapters import database, orm, postgres_driver
-from allocation.domain import model, users
+from allocation.domain import model, users, values
 from allocation.domain.exceptions import ConcurrencyConflict
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class AbstractUserRepository(AbstractRepository[users.User]):
         return self._see(await self._get(user_id))
 
     async def get_by_email(self, email: str) -> users.User | None:
-        return self._see(await self._get_by_email(users.normalise_email(email)))
+        return self._see(await self._get_by_email(values.normalise_email(email)))
 
     @abc.abstractmethod
     async def _get(self, user_id: str) -> users.User | None:

@@ -11,11 +11,6 @@ from allocation.domain.aggregate import Aggregate
 if TYPE_CHECKING:
     import datetime
 
-# Kept here too: the command line and older callers know it as model.MAX_QUANTITY.
-MAX_QUANTITY = values.MAX_QUANTITY
-check_identifier = values.check_identifier
-check_quantity = values.check_quantity
-
 
 @dataclasses.dataclass(unsafe_hash=True)
 class OrderLine:
@@ -26,9 +21,9 @@ class OrderLine:
     qty: int
 
     def __post_init__(self) -> None:
-        self.orderid = check_identifier("order id", self.orderid)
-        self.sku = check_identifier("sku", self.sku)
-        self.qty = check_quantity(self.qty, minimum=1)
+        self.orderid = values.check_identifier("order id", self.orderid)
+        self.sku = values.check_identifier("sku", self.sku)
+        self.qty = values.check_quantity(self.qty, minimum=1)
 
 
 class Batch:
@@ -37,10 +32,10 @@ class Batch:
     def __init__(
         self, ref: str, sku: str, qty: int, eta: datetime.date | None = None
     ) -> None:
-        self.reference = check_identifier("batch reference", ref)
-        self.sku = check_identifier("sku", sku)
+        self.reference = values.check_identifier("batch reference", ref)
+        self.sku = values.check_identifier("sku", sku)
         self.eta = eta
-        self._purchased_quantity = check_quantity(qty, minimum=0)
+        self._purchased_quantity = values.check_quantity(qty, minimum=0)
         self._allocations: set[OrderLine] = set()
 
     def __repr__(self) -> str:
@@ -99,7 +94,7 @@ class Product(Aggregate):
     def __init__(
         self, sku: str, batches: list[Batch] | None = None, version_number: int = 0
     ) -> None:
-        self.sku = check_identifier("sku", sku)
+        self.sku = values.check_identifier("sku", sku)
         self.batches = batches if batches is not None else []
         self.version_number = version_number
         self.events: list[events.Event] = []
@@ -167,7 +162,7 @@ class Product(Aggregate):
         batch = self.batch(ref)
         if batch is None:
             raise ValueError(f"batch {ref} is not part of {self.sku}")
-        batch._purchased_quantity = check_quantity(qty, minimum=0)
+        batch._purchased_quantity = values.check_quantity(qty, minimum=0)
         self._record(events.BatchQuantityChanged(ref=ref, sku=self.sku, qty=qty))
         while batch.available_quantity < 0:
             line = batch.deallocate_one()

@@ -5,10 +5,6 @@ from __future__ import annotations
 from allocation.domain import events, values
 from allocation.domain.aggregate import Aggregate
 
-# The rules live with the other values; these names are the users domain's own.
-normalise_email = values.normalise_email
-check_name = values.check_name
-
 
 class User(Aggregate):
     """The user aggregate; identity is ``id``, uniqueness is the normalised email."""
@@ -25,8 +21,8 @@ class User(Aggregate):
         as_stored: bool = False,
     ) -> None:
         self.id = id
-        self.name = name if as_stored else check_name(name)
-        self.email = email if as_stored else normalise_email(email)
+        self.name = name if as_stored else values.check_name(name)
+        self.email = email if as_stored else values.normalise_email(email)
         self.version_number = version_number
         self.events: list[events.Event] = []
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 # The console script pip put next to this interpreter, as a user's shell finds it.
@@ -203,3 +205,65 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 30) -> N
     while not condition():
         assert time.monotonic() < deadline, what
         time.sleep(0.1)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PrivateRedis:
+    """A redis-server of this test's own, with an append-only file so a restart keeps
+    what it had (the shared server on 6379 must not be stopped)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = _free_port()
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        subprocess.run(
+            [
+                "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
+                "--port", str(self.port), "--dir", str(self.directory),
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--logfile", str(self.directory / "redis.log"),
+            ],
+            check=True,
+            timeout=30,
+        )  # fmt: skip
+        self._wait(lambda: self.cli("ping") == "PONG")
+
+    def stop(self) -> None:
+        self.cli("shutdown")
+        self._wait(lambda: self.cli("ping") != "PONG")
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return done.stdout.strip()
+
+    @staticmethod
+    def _wait(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 20
+        while not condition():
+            assert time.monotonic() < deadline, "redis-server did not change state"
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def private_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
+    server = PrivateRedis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError):
+            server.cli("shutdown", "nosave")

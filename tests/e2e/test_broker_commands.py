@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import subprocess
@@ -11,33 +10,19 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.conftest import error_line, start_worker, wait_for
-from tests.e2e.test_broker_outage import PrivateRedis
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
-
-    from tests.e2e.conftest import Cli
+    from tests.e2e.conftest import Cli, PrivateRedis
 
 pytestmark = pytest.mark.e2e
 
 COMMANDS, DEAD = "allocation:commands", "allocation:commands:dead"
 
 
-@pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrivateRedis]:
-    redis_server = PrivateRedis(tmp_path_factory.mktemp("redis"))
-    redis_server.start()
-    try:
-        yield redis_server
-    finally:
-        with contextlib.suppress(subprocess.SubprocessError):
-            redis_server.cli("shutdown", "nosave")
-
-
-def _redis(server: PrivateRedis, *args: str | bytes) -> str:
+def _redis(private_redis: PrivateRedis, *args: str | bytes) -> str:
     """redis-cli with arguments that may be any bytes."""
     done = subprocess.run(
-        ["redis-cli", "-p", str(server.port), *args],
+        ["redis-cli", "-p", str(private_redis.port), *args],
         capture_output=True,
         timeout=30,
         check=True,
@@ -46,25 +31,27 @@ def _redis(server: PrivateRedis, *args: str | bytes) -> str:
 
 
 def test_the_worker_logs_one_line_per_dead_letter_and_leaves_the_group(
-    migrated: Cli, server: PrivateRedis
+    migrated: Cli, private_redis: PrivateRedis
 ) -> None:
     """Issue 8, items 2 and 3: nothing was logged, and bytes broke every read."""
     wrong_eta = _redis(
-        server, "xadd", COMMANDS, "*", "name", "create_batch", "message_id", "m-1",
+        private_redis, "xadd", COMMANDS, "*", "name", "create_batch", "message_id", "m-1",
         "payload", '{"ref": "b1", "sku": "LAMP", "qty": 5, "eta": 12345}',
     )  # fmt: skip
     not_utf8 = _redis(
-        server, "xadd", COMMANDS, "*", "name", "create_batch", "message_id", b"\xff",
+        private_redis, "xadd", COMMANDS, "*", "name", "create_batch", "message_id", b"\xff",
         "payload", b"\xc3\x28",
     )  # fmt: skip
     _redis(
-        server, "xadd", COMMANDS, "*", "name", "create_batch", "message_id", "m-3",
+        private_redis, "xadd", COMMANDS, "*", "name", "create_batch", "message_id", "m-3",
         "payload", '{"ref": "b3", "sku": "LAMP", "qty": 5, "eta": "2030-01-01"}',
     )  # fmt: skip
 
-    worker = start_worker(migrated, BROKER_URL=server.url)
+    worker = start_worker(migrated, BROKER_URL=private_redis.url)
     try:
-        wait_for(lambda: _redis(server, "xlen", DEAD) == "2", "both dead-lettered")
+        wait_for(
+            lambda: _redis(private_redis, "xlen", DEAD) == "2", "both dead-lettered"
+        )
         wait_for(
             lambda: migrated("events", "list", "--name", "batch_created").stdout != "",
             "the good entry after them is handled",
@@ -84,28 +71,30 @@ def test_the_worker_logs_one_line_per_dead_letter_and_leaves_the_group(
         " field 'message_id', 'payload'"
     )
     assert "Traceback" not in stderr
-    assert _redis(server, "xinfo", "consumers", COMMANDS, "allocation") == ""
-    assert _redis(server, "xpending", COMMANDS, "allocation").startswith("0")
+    assert _redis(private_redis, "xinfo", "consumers", COMMANDS, "allocation") == ""
+    assert _redis(private_redis, "xpending", COMMANDS, "allocation").startswith("0")
 
 
 @pytest.fixture
-def broker(migrated: Cli, server: PrivateRedis) -> Cli:
-    return dataclasses.replace(migrated, env=migrated.env | {"BROKER_URL": server.url})
+def broker(migrated: Cli, private_redis: PrivateRedis) -> Cli:
+    return dataclasses.replace(
+        migrated, env=migrated.env | {"BROKER_URL": private_redis.url}
+    )
 
 
-def _dead_letter(server: PrivateRedis, reason: str, original_id: str) -> str:
+def _dead_letter(private_redis: PrivateRedis, reason: str, original_id: str) -> str:
     return _redis(
-        server, "xadd", DEAD, "*", "name", "create_batch", "message_id", "m-9",
+        private_redis, "xadd", DEAD, "*", "name", "create_batch", "message_id", "m-9",
         "payload", json.dumps({"ref": "b9", "sku": "LAMP", "qty": 1}),
         "reason", reason, "original_id", original_id,
     )  # fmt: skip
 
 
 def test_dead_letters_are_listed_escaped_retried_and_discarded(
-    broker: Cli, server: PrivateRedis
+    broker: Cli, private_redis: PrivateRedis
 ) -> None:
-    first = _dead_letter(server, "refused: \x1b[2J\tforged\nline", "1-0")
-    second = _dead_letter(server, "malformed: no 'name' field", "2-0")
+    first = _dead_letter(private_redis, "refused: \x1b[2J\tforged\nline", "1-0")
+    second = _dead_letter(private_redis, "malformed: no 'name' field", "2-0")
 
     listed = broker("broker", "dead-letters", "list")
     assert (listed.returncode, listed.stderr) == (0, f"2 dead letters in {DEAD}\n")
@@ -117,7 +106,7 @@ def test_dead_letters_are_listed_escaped_retried_and_discarded(
     [sent] = broker.ok("broker", "dead-letters", "retry", first)
     new_id = sent.rsplit(" ", 1)[-1]
     assert sent == f"dead letter {first} sent to {COMMANDS} again as {new_id}"
-    assert _redis(server, "xrange", COMMANDS, "-", "+").splitlines() == [
+    assert _redis(private_redis, "xrange", COMMANDS, "-", "+").splitlines() == [
         new_id, "name", "create_batch", "message_id", "m-9",
         "payload", '{"ref": "b9", "sku": "LAMP", "qty": 1}',
     ]  # fmt: skip
@@ -130,24 +119,24 @@ def test_dead_letters_are_listed_escaped_retried_and_discarded(
     assert broker.ok("broker", "dead-letters", "discard", second) == [
         f"dead letter {second} discarded"
     ]
-    assert _redis(server, "xlen", DEAD) == "0"
+    assert _redis(private_redis, "xlen", DEAD) == "0"
     assert error_line(broker("broker", "dead-letters", "discard", "nope")).endswith(
         "(see allocation broker dead-letters discard --help)"
     )
 
 
 def test_pending_shows_the_consumers_holding_unacknowledged_entries(
-    broker: Cli, server: PrivateRedis
+    broker: Cli, private_redis: PrivateRedis
 ) -> None:
     nothing = broker("broker", "pending")
     assert (nothing.returncode, nothing.stdout) == (0, "")
     assert nothing.stderr == (
         f"no group allocation of {COMMANDS} yet: no worker has read it\n"
     )
-    _redis(server, "xgroup", "create", COMMANDS, "allocation", "0", "mkstream")
-    _redis(server, "xadd", COMMANDS, "*", "name", "create_batch")
+    _redis(private_redis, "xgroup", "create", COMMANDS, "allocation", "0", "mkstream")
+    _redis(private_redis, "xadd", COMMANDS, "*", "name", "create_batch")
     _redis(
-        server, "xreadgroup", "group", "allocation", "stuck\x1bworker",
+        private_redis, "xreadgroup", "group", "allocation", "stuck\x1bworker",
         "count", "1", "streams", COMMANDS, ">",
     )  # fmt: skip
 
@@ -183,10 +172,10 @@ def test_an_entry_id_beyond_64_bits_is_a_usage_error(
 
 
 def test_a_command_stream_key_of_another_type_is_one_line(
-    broker: Cli, server: PrivateRedis
+    broker: Cli, private_redis: PrivateRedis
 ) -> None:
     """Regression: WRONGTYPE from Redis ended in exit 70."""
-    _redis(server, "set", "not-a-stream", "x")
+    _redis(private_redis, "set", "not-a-stream", "x")
 
     result = broker(
         "broker", "pending", env={"ALLOCATION_COMMAND_STREAM": "not-a-stream"}

@@ -6,7 +6,8 @@ AllocationError
 ├── UnknownSubscriber a subscriber name that no handler has
 ├── UnknownDeadLetter a dead-letter id that does not exist
 ├── SubscriberBusy    another process is catching that subscriber up
-└── UnknownMessage    the bus was handed something it has no handler for
+├── UnknownMessage    the bus was handed something it has no handler for
+└── ClaimTaken        a unique value another aggregate holds (raised by stores)
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from allocation.domain.exceptions import AllocationError, shorten
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
+
+    from allocation.service_layer.ports import Claim
 
 
 class InvalidSku(AllocationError):
@@ -83,3 +86,15 @@ class UnknownMessage(AllocationError):
     def __init__(self, message: object) -> None:
         self.message = message
         super().__init__(f"no handler for {type(message).__name__}: {shorten(message)}")
+
+
+class ClaimTaken(AllocationError):
+    """Raised by an event store when a unique value (an email, a batch reference)
+    is already held by another aggregate; the unit of work turns it into the
+    domain's own error where there is one."""
+
+    def __init__(self, claim: Claim) -> None:
+        self.claim = claim
+        super().__init__(
+            f"{claim.kind} {shorten(claim.value)} is already held by another"
+        )

@@ -147,8 +147,14 @@ class MessageBus:
         self._subscriptions = None
 
     def add_projection(self, projection: Projection) -> None:
-        """Subscribe a read model; catch-up and replay build it from the whole log."""
+        """Add a read model: replay (and verify) build it from the whole log.
+
+        An asynchronous one is also subscribed, and catch-up keeps it current; an
+        inline one is the units of work's to write, in each command's commit.
+        """
         self.projections[projection.name] = projection
+        if projection.inline:
+            return
         for event_type in projection.appliers:
             self.subscribe(
                 event_type, projection.handler(event_type), name=projection.name

@@ -1,8 +1,12 @@
 """Projections: read models built from events, which a replay can rebuild from the log.
 
-A projection is a subscriber like any other, with a stable name. Its changes are
-database writes made in the same transaction as the record that it has handled the
-event, so each event takes effect exactly once, even when delivered twice.
+A projection is inline or asynchronous. An inline one is written by the unit of
+work in the command's own transaction: it is current the moment the command
+returns, and costs no transaction of its own. An asynchronous one is a subscriber
+like any other, with a stable name, fed after the commit (and by catch-up); its
+changes are made in the same transaction as the record that it has handled the
+event, so each event takes effect exactly once, even when delivered twice. Both
+kinds replay from the log.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from allocation.adapters.read_model import LineState
+from allocation.service_layer.ports import LineState
 from allocation.domain import events
 
 if TYPE_CHECKING:
@@ -35,6 +39,9 @@ class Projection:
         clear: empties the read model inside an open unit of work.
         rows: reads the read model's whole content as ``{key: values}``, for
             ``verify`` to compare with a replay of the log.
+        view_attribute: the unit of work's attribute holding its read model
+            (a replay points it at a shadow table).
+        inline: written in the command's own transaction instead of after it.
         apply_batch: applies a batch of events at once (catch-up, replay);
             without it they are applied one by one.
     """
@@ -45,6 +52,8 @@ class Projection:
     ]
     clear: Callable[[AbstractUnitOfWork], Awaitable[None]]
     rows: Callable[[AbstractUnitOfWork], Awaitable[Rows]]
+    view_attribute: str
+    inline: bool = False
     apply_batch: (
         Callable[[Sequence[events.Event], AbstractUnitOfWork], Awaitable[None]] | None
     ) = None
@@ -161,6 +170,7 @@ ALLOCATIONS_VIEW = Projection(
     },
     clear=_clear_allocations,
     rows=_allocation_rows,
+    view_attribute="allocations_view",
     apply_batch=_apply_allocations,
 )
 USERS_VIEW = Projection(
@@ -168,5 +178,9 @@ USERS_VIEW = Projection(
     appliers={events.UserRegistered: _add_user},
     clear=_clear_users,
     rows=_user_rows,
+    view_attribute="users_view",
+    # Registering a user is one transaction, and a reader finds the user at once.
+    inline=True,
 )
 PROJECTIONS = (ALLOCATIONS_VIEW, USERS_VIEW)
+INLINE_PROJECTIONS = tuple(projection for projection in PROJECTIONS if projection.inline)

@@ -1,33 +1,42 @@
-"""The unit of work: one atomic change, its events logged in the same transaction."""
+"""The unit of work: one atomic change, appended to the event store in one transaction.
+
+The service layer's half: what a commit writes (the new events, the claims they
+make, the inline projections, snapshots, the tracking row) and in which order.
+Each engine's package supplies the transaction and the ports
+(``adapters.sqlite``, ``adapters.postgres``); ``allocation.testing`` an in-memory one.
+"""
 
 from __future__ import annotations
 
 import abc
 import contextvars
 import dataclasses
-import itertools
-from typing import TYPE_CHECKING, Self
+import importlib
+from typing import TYPE_CHECKING, Any, Self
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from allocation.adapters import (
-    database_errors,
-    eventlog,
-    postgres_driver,
-    read_model,
-    repository,
-    sql_eventlog,
-)
+from allocation.service_layer import repository
+from allocation.service_layer.exceptions import ClaimTaken
+from allocation.service_layer.ports import NewEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Sequence
     from types import TracebackType
-
-    from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
     from allocation.domain import events, messages
     from allocation.domain.aggregate import Aggregate
+    from allocation.service_layer.ports import (
+        AbstractAllocationsView,
+        AbstractEventStore,
+        AbstractUsersView,
+        Claim,
+    )
+    from allocation.service_layer.projections import Projection
+
+# Every this many events an aggregate's state is saved as a snapshot, so loading
+# it reads at most this many events (ALLOCATION_SNAPSHOT_EVERY overrides it).
+DEFAULT_SNAPSHOT_EVERY = 100
 
 
 @dataclasses.dataclass(slots=True)
@@ -75,164 +84,46 @@ handling: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
 
 
 class AbstractUnitOfWork(abc.ABC):
-    """Port for a transaction over the repositories, read models and event log.
+    """Port for a transaction over the event store, the repositories and read models.
 
     ``async with uow:`` opens it; leaving without ``commit()`` (or with an exception)
-    rolls back. Events recorded by the aggregates it handed out are appended to the
-    event log by ``commit()``, in the same transaction, and become available from
+    rolls back. The events recorded by the aggregates it handed out are appended by
+    ``commit()``, in the same transaction as the claims they make, the inline
+    projections and the tracking row, and become available from
     ``collect_new_events()`` only once that commit succeeded.
+
+    Attributes:
+        snapshot_every: an aggregate's state is saved as a snapshot each time its
+            version crosses a multiple of this (0: never).
+        inline_projections: read models written in the commit's own transaction.
     """
 
-    products: repository.AbstractProductRepository
-    users: repository.AbstractUserRepository
-    allocations_view: read_model.AbstractAllocationsView
-    users_view: read_model.AbstractUsersView
-    event_log: eventlog.AbstractEventLog
+    event_log: AbstractEventStore
+    allocations_view: AbstractAllocationsView
+    users_view: AbstractUsersView
+    products: repository.ProductRepository
+    users: repository.UserRepository
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        inline_projections: Sequence[Projection] | None = None,
+    ) -> None:
         self._committed_events: list[events.Event] = []
+        self.snapshot_every = snapshot_every
+        if inline_projections is None:
+            from allocation.service_layer import projections  # noqa: PLC0415 - it imports this module
+
+            inline_projections = projections.INLINE_PROJECTIONS
+        self.inline_projections = tuple(inline_projections)
+        self._live_views: dict[str, object] = {}
 
     async def __aenter__(self) -> Self:
         await self._start()
+        self.products = repository.ProductRepository(self.event_log)
+        self.users = repository.UserRepository(self.event_log)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.rollback()
-        # Forgetting what was seen keeps every commit O(1), however long a shared
-        # unit of work (a test's fake) lives.
-        self.products.seen.clear()
-        self.users.seen.clear()
-
-    async def commit(self) -> None:
-        """Make the changes and their events durable, atomically.
-
-        Raises:
-            ConcurrencyConflict: another transaction wrote the same aggregate
-                version first (the bus reruns the handler).
-            AlreadyProcessed: this subscriber had already handled the message.
-        """
-        current = handling.get()
-        new_events = self._take_new_events(None if current is None else current.message)
-        if current is not None and new_events:
-            current.claim(new.event.message_id for new in new_events)
-        tracking = (
-            (current.subscriber, current.message.message_id)
-            if current is not None
-            and current.subscriber is not None
-            and not current.tracked
-            else None
-        )
-        await self._commit(new_events, tracking)
-        if tracking is not None and current is not None:
-            current.tracked = True
-        self._committed_events.extend(new.event for new in new_events)
-
-    async def rollback(self) -> None:
-        """Undo what is not committed; the events it recorded are dropped."""
-        self._take_new_events(None)
-        await self._rollback()
-
-    def collect_new_events(self) -> list[events.Event]:
-        """Hand over, once, the events of every successful commit so far."""
-        collected, self._committed_events = self._committed_events, []
-        return collected
-
-    def _take_new_events(
-        self, cause: messages.Message | None
-    ) -> list[eventlog.NewEvent]:
-        """Pop the aggregates' new events, stamped with their version and cause."""
-        if not self.products.seen and not self.users.seen:
-            return []  # the common case on exit and for read-model handlers
-        new_events: list[eventlog.NewEvent] = []
-        aggregates: Iterable[Aggregate] = itertools.chain(
-            self.products.seen.values(), self.users.seen.values()
-        )
-        for aggregate in aggregates:
-            if not aggregate.events:
-                continue
-            # The last event brings the aggregate to its current version.
-            first_version = aggregate.version_number - len(aggregate.events) + 1
-            for version, event in enumerate(aggregate.events, first_version):
-                stamped = event.stamped(
-                    aggregate_version=version,
-                    correlation_id=cause.chain_id if cause else event.correlation_id,
-                    causation_id=cause.message_id if cause else event.causation_id,
-                )
-                new_events.append(
-                    eventlog.NewEvent(
-                        event=stamped,
-                        aggregate_type=aggregate.AGGREGATE_TYPE,
-                        aggregate_id=aggregate.aggregate_id,
-                        aggregate_version=version,
-                    )
-                )
-            aggregate.events.clear()
-        return new_events
-
-    @abc.abstractmethod
-    async def _start(self) -> None:
-        raise NotImplementedError
-
-    @abc.abstractmethod
-    async def _commit(
-        self, new_events: list[eventlog.NewEvent], tracking: tuple[str, str] | None
-    ) -> None:
-        """Append ``new_events`` and the tracking row, then commit, atomically."""
-        raise NotImplementedError
-
-    @abc.abstractmethod
-    async def _rollback(self) -> None:
-        raise NotImplementedError
-
-
-class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
-    """A unit of work on one ``AsyncSession`` (asyncio only).
-
-    Make a new one per handler call: a session must never be shared between tasks.
-    On an engine from ``database.create_engine`` for PostgreSQL, the transaction
-    runs on the driver instead and the session joins it (see ``postgres_driver``).
-    """
-
-    session: AsyncSession
-
-    def __init__(self, session_factory: async_sessionmaker[AsyncSession]) -> None:
-        super().__init__()
-        self._session_factory = session_factory
-        # Decided once: the engine a DriverTransaction can run on, if it is one.
-        engine = session_factory.kw.get("bind")
-        self._driven_engine = (
-            engine
-            if isinstance(engine, AsyncEngine)
-            and postgres_driver.drives(engine.sync_engine)
-            else None
-        )
-
-    async def _start(self) -> None:
-        engine = self._driven_engine
-        self._driver: postgres_driver.DriverTransaction | None = None
-        self._users_on_driver: repository.PostgresUserRepository | None = None
-        self.users: repository.AbstractUserRepository
-        if engine is not None:
-            with database_errors.translated_errors(engine.url):
-                connection = await engine.connect()
-            self._driver = driver = postgres_driver.DriverTransaction(connection)
-            self.session = session = self._session_factory(bind=connection)
-            self.users = self._users_on_driver = repository.PostgresUserRepository(
-                driver
-            )
-        else:
-            driver = None
-            self.session = session = self._session_factory()
-            self.users = repository.SqlAlchemyUserRepository(session)
-        self.products = repository.SqlAlchemyProductRepository(session)
-        self.allocations_view = read_model.SqlAlchemyAllocationsView(session, driver)
-        self.users_view = read_model.SqlAlchemyUsersView(session, driver)
-        self.event_log = sql_eventlog.SqlAlchemyEventLog(session, driver)
 
     async def __aexit__(
         self,
@@ -243,65 +134,192 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         # Shielded: a cancelled caller must still hand its connection back clean.
         with anyio.CancelScope(shield=True):
             try:
-                await super().__aexit__(exc_type, exc, traceback)
+                await self.rollback()
             finally:
+                self._restore_live_views()
                 await self._close()
-        # Every driver error raised inside the block, by a repository or a read
-        # model, is translated here, in one place.
-        if exc is not None:
-            ours = database_errors.translate(exc, self._url)
-            if ours is not exc:
-                raise ours from exc
 
-    async def _close(self) -> None:
-        session = self.session
+    async def commit(self) -> None:
+        """Make the changes and their events durable, atomically.
+
+        Raises:
+            ConcurrencyConflict: another transaction appended the same aggregate
+                version first (the bus reruns the handler).
+            EmailAlreadyRegistered, BatchAlreadyExists: a claim is held already.
+            AlreadyProcessed: this subscriber had already handled the message.
+        """
+        current = handling.get()
+        cause = None if current is None else current.message
+        new_events, claims, snapshots = self._take_changes(cause)
+        if current is not None and new_events:
+            current.claim(new.event.message_id for new in new_events)
+        tracking = (
+            (current.subscriber, current.message.message_id)
+            if current is not None
+            and current.subscriber is not None
+            and not current.tracked
+            else None
+        )
+        store = self.event_log
         try:
-            # Skipped when it holds neither a connection nor an object: a round of
-            # SQLAlchemy bookkeeping saved on every command.
-            if session.in_transaction() or session.identity_map or session.new:
-                await session.close()
-        finally:
-            if self._driver is not None:
-                await self._driver.release()
-
-    async def _commit(
-        self, new_events: list[eventlog.NewEvent], tracking: tuple[str, str] | None
-    ) -> None:
-        # Both arguments are lazy (a URL object, a generator): they cost nothing
-        # unless the commit fails.
-        new_emails = (user.email for user in self.users.seen.values())
-        session = self.session
-        with database_errors.translated_errors(
-            session.get_bind().engine.url, new_emails
-        ):
-            if self._driver is not None and (
-                session.new or session.dirty or session.deleted
-            ):
-                # The aggregates' rows go first, so the append lock is held only
-                # from the append to the commit.
-                await session.flush()
-            if self._users_on_driver is not None:
-                await self._users_on_driver.write()
-            await self.event_log.append(new_events)
+            if claims:
+                # First: a taken email fails before the append lock is taken.
+                await store.claim(claims)
+            if new_events:
+                for projection in self.inline_projections:
+                    wanted = [
+                        new.event
+                        for new in new_events
+                        if type(new.event) in projection.appliers
+                    ]
+                    if wanted:
+                        await projection.apply_many(wanted, self)
+                for snapshot in snapshots:
+                    await store.save_snapshot(snapshot)
             if tracking is not None:
                 subscriber, message_id = tracking
-                await self.event_log.mark_processed(
-                    subscriber, [message_id], exactly_once=True
-                )
-            if self._driver is not None:
-                await self._driver.commit()
-            if session.in_transaction():
-                # On the driver path, only the session's bookkeeping: the
-                # transaction itself is already committed.
-                await session.commit()
+                await store.mark_processed(subscriber, [message_id], exactly_once=True)
+            if new_events:
+                # Last: appending orders commits, so its lock is held the least.
+                await store.append(new_events)
+            await self._commit()
+        except ClaimTaken as taken:
+            raise self._claim_error(taken) from taken
+        if tracking is not None and current is not None:
+            current.tracked = True
+        self._committed_events.extend(new.event for new in new_events)
 
-    async def _rollback(self) -> None:
-        with database_errors.translated_errors(self.session.get_bind().engine.url):
-            if self._driver is not None:
-                await self._driver.rollback()
-            if self.session.in_transaction():
-                await self.session.rollback()
+    async def rollback(self) -> None:
+        """Undo what is not committed; the events it recorded are dropped."""
+        for seen in (self.products.seen, self.users.seen) if self._opened else ():
+            for aggregate in seen.values():
+                aggregate.events.clear()
+            seen.clear()
+        await self._rollback()
+
+    def collect_new_events(self) -> list[events.Event]:
+        """Hand over, once, the events of every successful commit so far."""
+        collected, self._committed_events = self._committed_events, []
+        return collected
+
+    async def use_shadow(self, projection: Projection, *, empty: bool = False) -> None:
+        """Point this unit of work's read model of ``projection`` at its shadow
+        table (created if missing; emptied with ``empty``), for a rebuild."""
+        attribute = projection.view_attribute
+        self._live_views.setdefault(attribute, getattr(self, attribute))
+        shadow = await self._shadow_view(attribute)
+        setattr(self, attribute, shadow)
+        if empty:
+            await projection.clear(self)
+
+    async def swap_in_shadow(self, projection: Projection) -> None:
+        """Replace the live read model with its shadow, in this transaction, and
+        drop the shadow."""
+        await self._swap_shadow(projection.view_attribute)
+
+    async def drop_shadow(self, projection: Projection) -> None:
+        """Drop the shadow of ``projection``'s read model, if there is one."""
+        await self._drop_shadow(projection.view_attribute)
 
     @property
-    def _url(self) -> str:
-        return str(self.session.get_bind().engine.url)
+    def _opened(self) -> bool:
+        return "products" in self.__dict__
+
+    def _restore_live_views(self) -> None:
+        for attribute, view in self._live_views.items():
+            setattr(self, attribute, view)
+        self._live_views.clear()
+
+    def _claim_error(self, taken: ClaimTaken) -> Exception:
+        for repo in (self.products, self.users):
+            error = repo.claim_taken(taken.claim)
+            if error is not None:
+                return error
+        return taken
+
+    def _take_changes(
+        self, cause: messages.Message | None
+    ) -> tuple[list[NewEvent], list[Claim], list[Any]]:
+        """Pop the aggregates' new events, stamped with their version and cause,
+        with the claims they make and the snapshots now due."""
+        new_events: list[NewEvent] = []
+        claims: list[Claim] = []
+        snapshots: list[Any] = []
+        every = self.snapshot_every
+        for repo in (self.products, self.users):
+            if not repo.seen:
+                continue
+            for aggregate in repo.seen.values():
+                if not aggregate.events:
+                    continue
+                self._stage(aggregate, repo, cause, new_events, claims)
+                if every > 0:
+                    before = aggregate.version_number - len(aggregate.events)
+                    if aggregate.version_number // every > before // every:
+                        snapshots.append(repository.snapshot_of(aggregate))
+                aggregate.events.clear()
+        return new_events, claims, snapshots
+
+    @staticmethod
+    def _stage(
+        aggregate: Aggregate,
+        repo: repository.Repository[Any],
+        cause: messages.Message | None,
+        new_events: list[NewEvent],
+        claims: list[Claim],
+    ) -> None:
+        # The last event brings the aggregate to its current version.
+        first_version = aggregate.version_number - len(aggregate.events) + 1
+        for version, event in enumerate(aggregate.events, first_version):
+            stamped = event.stamped(
+                aggregate_version=version,
+                correlation_id=cause.chain_id if cause else event.correlation_id,
+                causation_id=cause.message_id if cause else event.causation_id,
+            )
+            new_events.append(
+                NewEvent(
+                    event=stamped,
+                    aggregate_type=aggregate.AGGREGATE_TYPE,
+                    aggregate_id=aggregate.aggregate_id,
+                    aggregate_version=version,
+                )
+            )
+            claims.extend(repo.claims_of(aggregate, stamped))
+
+    @abc.abstractmethod
+    async def _start(self) -> None:
+        """Set ``event_log``, ``allocations_view`` and ``users_view`` for this unit
+        of work (the transaction may begin lazily, at the first statement)."""
+
+    @abc.abstractmethod
+    async def _commit(self) -> None:
+        """Commit the transaction (nothing to do if none began)."""
+
+    @abc.abstractmethod
+    async def _rollback(self) -> None:
+        """Roll back the transaction, if one is open."""
+
+    async def _close(self) -> None:
+        """Release what ``_start`` took (a pooled connection)."""
+
+    @abc.abstractmethod
+    async def _shadow_view(self, attribute: str) -> Any:
+        """The read-model port of ``attribute`` on its shadow table, created if
+        missing, in this transaction."""
+
+    @abc.abstractmethod
+    async def _swap_shadow(self, attribute: str) -> None:
+        """Live rows := shadow rows, then drop the shadow, in this transaction."""
+
+    @abc.abstractmethod
+    async def _drop_shadow(self, attribute: str) -> None:
+        """Drop the shadow table of ``attribute`` if it exists."""
+
+
+def __getattr__(name: str) -> Any:
+    # ARCHITECTURE keeps SqlAlchemyUnitOfWork importable from here, and also wants
+    # this module free of drivers: it is looked up only when asked for.
+    if name == "SqlAlchemyUnitOfWork":
+        module = importlib.import_module("allocation.adapters.sqlalchemy_uow")
+        return module.SqlAlchemyUnitOfWork
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

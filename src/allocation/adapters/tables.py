@@ -1,17 +1,18 @@
-"""Imperative mapping of the domain classes onto tables; the domain never imports this."""
+"""The schema: every table as SQLAlchemy Core, the one definition of it.
+
+Alembic compares its migrations with this metadata, and each engine's package
+builds its statements from these tables (once per dialect). Nothing is
+ORM-mapped: the aggregates are stored as their events.
+"""
 
 from __future__ import annotations
-
-from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     Column,
-    Date,
     DateTime,
-    ForeignKey,
     Integer,
     MetaData,
     SmallInteger,
@@ -19,13 +20,8 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    event,
-    inspect,
     true,
 )
-from sqlalchemy.orm import QueryableAttribute, registry, relationship
-
-from allocation.domain import model, users
 
 metadata = MetaData(
     naming_convention={
@@ -36,49 +32,29 @@ metadata = MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
-mapper_registry = registry(metadata=metadata)
 
-products = Table(
-    "products",
+# The unique values aggregates hold (an email, a batch reference) and their owner:
+# written with the event that makes the claim, in its transaction, so uniqueness
+# holds across aggregates, and the owner is found by the value.
+claims = Table(
+    "claims",
     metadata,
-    Column("sku", String(255), primary_key=True),
-    Column("version_number", Integer, nullable=False, server_default="0"),
+    Column("kind", String(50), primary_key=True),
+    Column("value", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),
 )
 
-batches = Table(
-    "batches",
+# The newest snapshot of an aggregate: its state (JSON text) after ``version``
+# events, in the shape ``schema_version`` of its class; one row per aggregate.
+snapshots = Table(
+    "snapshots",
     metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("reference", String(255), nullable=False, unique=True),
-    Column("sku", ForeignKey("products.sku"), nullable=False, index=True),
-    Column("purchased_quantity", Integer, nullable=False),
-    Column("eta", Date, nullable=True),
-)
-
-# One row per order line allocated to a batch: the book's order_lines and allocations
-# tables folded into one, which saves a join and a round trip per allocation.
-allocations = Table(
-    "allocations",
-    metadata,
-    Column("id", Integer, primary_key=True, autoincrement=True),
-    Column(
-        "batch_id",
-        ForeignKey("batches.id", ondelete="CASCADE"),
-        nullable=False,
-        index=True,
-    ),
-    Column("orderid", String(255), nullable=False),
-    Column("sku", String(255), nullable=False),
-    Column("qty", Integer, nullable=False),
-)
-
-users_table = Table(
-    "users",
-    metadata,
-    Column("id", String(36), primary_key=True),
-    Column("name", String(200), nullable=False),
-    Column("email", String(254), nullable=False, unique=True),
-    Column("version_number", Integer, nullable=False, server_default="0"),
+    Column("aggregate_type", String(50), primary_key=True),
+    Column("aggregate_id", String(255), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("schema_version", SmallInteger, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
 )
 
 # Positions are 64-bit on PostgreSQL; on SQLite an INTEGER PRIMARY KEY is the rowid,
@@ -161,59 +137,3 @@ allocations_view = Table(
     Column("version", Integer, nullable=False, server_default="0"),
     Column("allocated", Boolean, nullable=False, server_default=true()),
 )
-
-
-def start_mappers() -> None:
-    """Map the domain classes; calling it again is harmless."""
-    if mapper_registry.mappers:
-        return
-    mapper_registry.map_imperatively(model.OrderLine, allocations)
-    mapper_registry.map_imperatively(
-        model.Batch,
-        batches,
-        properties={
-            "_purchased_quantity": batches.c.purchased_quantity,
-            "_allocations": relationship(
-                model.OrderLine,
-                collection_class=set,
-                cascade="all, delete-orphan",
-                lazy="selectin",
-                passive_deletes=True,
-            ),
-        },
-    )
-    mapper_registry.map_imperatively(
-        model.Product,
-        products,
-        properties={
-            "batches": relationship(
-                model.Batch,
-                lazy="selectin",
-                order_by=batches.c.id,
-            ),
-        },
-        # The domain bumps version_number itself; the mapper adds "WHERE
-        # version_number = <the value loaded>" to every UPDATE, so a concurrent
-        # writer makes the flush fail instead of silently losing an update.
-        version_id_col=products.c.version_number,
-        version_id_generator=False,
-    )
-    mapper_registry.map_imperatively(
-        users.User,
-        users_table,
-        version_id_col=users_table.c.version_number,
-        version_id_generator=False,
-    )
-    # Loading bypasses __init__, so the aggregates' event lists are created here.
-    event.listen(model.Product, "load", _give_empty_event_list)
-    event.listen(users.User, "load", _give_empty_event_list)
-
-
-def mapped_attribute(cls: type, name: str) -> QueryableAttribute[Any]:
-    """The ORM attribute ``cls.name``, for loader options (mypy sees plain fields)."""
-    attribute: QueryableAttribute[Any] = inspect(cls).attrs[name].class_attribute
-    return attribute
-
-
-def _give_empty_event_list(aggregate: model.Product | users.User, _: object) -> None:
-    aggregate.events = []

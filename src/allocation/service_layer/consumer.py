@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailable
+from allocation.service_layer.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.domain import commands, messages, values
 from allocation.domain.exceptions import (
     AllocationError,
@@ -33,7 +33,7 @@ from allocation.service_layer.backoff import Outage
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from allocation.adapters.broker import AbstractCommandStream, Entry
+    from allocation.service_layer.channels import AbstractCommandStream, Entry
     from allocation.service_layer.messagebus import MessageBus
 
 logger = logging.getLogger(__name__)

@@ -121,6 +121,10 @@ class AbstractEventStore(abc.ABC):
         an engine whose write transactions are serialised anyway has nothing to do.
         """
 
+    async def lock_log(self) -> None:
+        """Hold back every other append until this transaction ends (a replay's
+        final step: nothing may commit between its last read and its swap)."""
+
     @abc.abstractmethod
     async def stream_ids(self, aggregate_type: str) -> list[str]:
         """The id of every stream of the type, sorted."""

@@ -136,7 +136,7 @@ class AbstractUnitOfWork(abc.ABC):
             try:
                 await self.rollback()
             finally:
-                self._restore_live_views()
+                self.restore_live_views()
                 await self._close()
 
     async def commit(self) -> None:
@@ -225,7 +225,8 @@ class AbstractUnitOfWork(abc.ABC):
     def _opened(self) -> bool:
         return "products" in self.__dict__
 
-    def _restore_live_views(self) -> None:
+    def restore_live_views(self) -> None:
+        """Point the read-model attributes back at the live tables."""
         for attribute, view in self._live_views.items():
             setattr(self, attribute, view)
         self._live_views.clear()

@@ -16,7 +16,6 @@ from allocation.adapters import database, engines, migrations
 from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
 from allocation.adapters.console import StdoutConsole
 from allocation.adapters.notifications import ConsoleNotifications, SmtpNotifications
-from allocation.service_layer.channels import AbstractConsole, AbstractNotifications
 from allocation.service_layer import (
     catchup,
     consumer,
@@ -32,6 +31,7 @@ if TYPE_CHECKING:
 
     from anyio.abc import TaskGroup
 
+    from allocation.service_layer.channels import AbstractConsole, AbstractNotifications
     from allocation.service_layer.locks import SubscriberLocks
 
 logger = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ async def bootstrap(
             opened = await _open_database(
                 settings, check_schema, stack, read_only=read_only
             )
-            uow_factory = functools.partial(
+            uow_factory: messagebus.UowFactory = functools.partial(
                 opened.unit_of_work, snapshot_every=settings.snapshot_every
             )
             locks = opened.subscriber_locks()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from allocation.service_layer.ports import LoggedEvent
 
+
 def entry_fields(logged: LoggedEvent) -> dict[str, str]:
     """The fields of one stream entry: flat strings, the payload as JSON."""
     event = logged.event

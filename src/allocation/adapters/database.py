@@ -21,8 +21,8 @@ from allocation.adapters.exceptions import (
     DatabaseDirectoryMissing,
     DatabaseFileUnusable,
     DatabaseReadOnly,
-    DatabaseUnavailable,
 )
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection

@@ -11,8 +11,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 from allocation.adapters import database
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from allocation.service_layer.locks import SubscriberLocks
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
+
+
+class LogListener(Protocol):
+    """Tells when new events are committed, where the database can say so."""
+
+    async def listen(self, heard: Callable[[], None]) -> None: ...
 
 
 class Database(Protocol):
@@ -23,6 +31,8 @@ class Database(Protocol):
     def unit_of_work(self, **options: Any) -> AbstractUnitOfWork: ...
 
     def subscriber_locks(self) -> SubscriberLocks: ...
+
+    def log_listener(self) -> LogListener | None: ...
 
     async def close(self) -> None: ...
 
@@ -36,9 +46,11 @@ async def open_database(url: str, *, pool_size: int, read_only: bool) -> Databas
     """
     url = database.normalise_database_url(url)
     if url.startswith("postgresql"):
-        from allocation.adapters.postgres.database import PostgresDatabase  # noqa: PLC0415 - only the engine in use is loaded
+        from allocation.adapters.postgres.database import PostgresDatabase
 
-        return await PostgresDatabase.open(url, pool_size=pool_size, read_only=read_only)
-    from allocation.adapters.sqlite.database import SqliteDatabase  # noqa: PLC0415 - only the engine in use is loaded
+        return await PostgresDatabase.open(
+            url, pool_size=pool_size, read_only=read_only
+        )
+    from allocation.adapters.sqlite.database import SqliteDatabase
 
     return await SqliteDatabase.open(url, pool_size=pool_size, read_only=read_only)

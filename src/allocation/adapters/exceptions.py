@@ -18,11 +18,8 @@ can forget to.
 from __future__ import annotations
 
 from allocation.domain.exceptions import AllocationError, shorten
-from allocation.service_layer.exceptions import BrokerRefused as BrokerRefused
-from allocation.service_layer.exceptions import BrokerUnavailable as BrokerUnavailable
-from allocation.service_layer.exceptions import DatabaseUnavailable as DatabaseUnavailable
-from allocation.service_layer.exceptions import DataRefused as DataRefused
-from allocation.service_layer.exceptions import UnreadableLogEntry as UnreadableLogEntry
+from allocation.service_layer.exceptions import cut_reason
+from allocation.service_layer.masking import mask_secrets
 
 # Paths are quoted whole up to this length: their last part matters most.
 _PATH_LIMIT = 300
@@ -58,9 +55,8 @@ class MigrationFailed(AllocationError):
     """Raised when a migration command cannot run, e.g. for an unknown revision."""
 
     def __init__(self, reason: str) -> None:
-        self.reason = _cut(mask_secrets(reason))
+        self.reason = cut_reason(mask_secrets(reason))
         super().__init__(f"migration failed: {self.reason}")
-
 
 
 class DataWouldBeLost(AllocationError):
@@ -72,8 +68,6 @@ class DataWouldBeLost(AllocationError):
         super().__init__(
             f"downgrading to {shorten(revision)} would lose data: {', '.join(lost)}"
         )
-
-
 
 
 class DatabaseFileUnusable(AllocationError):
@@ -109,7 +103,3 @@ class DatabaseReadOnly(DatabaseFileUnusable):
             f"it is read-only ({why}) and this command writes to it;"
             " commands that only read still work",
         )
-
-
-
-

@@ -41,7 +41,7 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
             snapshot_every=self.snapshot_every,
             inline_projections=self.inline_projections,
         )
-        await inner._start()  # noqa: SLF001 - this wraps it
+        await inner._start()
         self._inner = inner
         self.event_log = inner.event_log
         self.allocations_view = inner.allocations_view
@@ -53,27 +53,27 @@ class SqlAlchemyUnitOfWork(AbstractUnitOfWork):
         return self._inner
 
     async def _commit(self) -> None:
-        await self._engine_unit()._commit()  # noqa: SLF001 - this wraps it
+        await self._engine_unit()._commit()
 
     async def _rollback(self) -> None:
         if self._inner is not None:
-            await self._inner._rollback()  # noqa: SLF001 - this wraps it
+            await self._inner._rollback()
 
     async def _close(self) -> None:
         inner, self._inner = self._inner, None
         database, self._database = self._database, None
         try:
             if inner is not None:
-                await inner._close()  # noqa: SLF001 - this wraps it
+                await inner._close()
         finally:
             if database is not None:
                 await database.close()
 
     async def _shadow_view(self, attribute: str) -> Any:
-        return await self._engine_unit()._shadow_view(attribute)  # noqa: SLF001 - this wraps it
+        return await self._engine_unit()._shadow_view(attribute)
 
     async def _swap_shadow(self, attribute: str) -> None:
-        await self._engine_unit()._swap_shadow(attribute)  # noqa: SLF001 - this wraps it
+        await self._engine_unit()._swap_shadow(attribute)
 
     async def _drop_shadow(self, attribute: str) -> None:
-        await self._engine_unit()._drop_shadow(attribute)  # noqa: SLF001 - this wraps it
+        await self._engine_unit()._drop_shadow(attribute)

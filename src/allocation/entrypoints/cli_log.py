@@ -27,7 +27,7 @@ from allocation.testing import FakeUnitOfWork
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
-    from allocation.adapters.eventlog import LoggedEvent
+    from allocation.service_layer.ports import LoggedEvent
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
@@ -201,8 +201,10 @@ async def _replay(args: argparse.Namespace) -> int:
             )
     for line in replayed.differences:
         print(line)
-    agreed = "the live read model agreed" if not replayed.differences else (
-        "the live read model differed (above)"
+    agreed = (
+        "the live read model agreed"
+        if not replayed.differences
+        else ("the live read model differed (above)")
     )
     action = "nothing swapped (dry run)" if args.dry_run else "swapped in"
     print(

@@ -22,8 +22,8 @@ from allocation.service_layer.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
 
-    from allocation.service_layer.ports import DeadLetter, LoggedEvent
     from allocation.service_layer.messagebus import MessageBus, Subscriber
+    from allocation.service_layer.ports import DeadLetter, LoggedEvent
     from allocation.service_layer.projections import Projection
 
 logger = logging.getLogger(__name__)

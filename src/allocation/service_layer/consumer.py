@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from allocation.service_layer.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.domain import commands, messages, values
 from allocation.domain.exceptions import (
     AllocationError,
@@ -29,6 +28,7 @@ from allocation.domain.exceptions import (
 )
 from allocation.service_layer import masking
 from allocation.service_layer.backoff import Outage
+from allocation.service_layer.exceptions import BrokerUnavailable, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Collection

@@ -18,9 +18,8 @@ AllocationError
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import re
+from typing import TYPE_CHECKING
 
 from allocation.domain.exceptions import AllocationError, shorten
 from allocation.service_layer.masking import mask_secrets, mask_url
@@ -113,13 +112,14 @@ class ClaimTaken(AllocationError):
             f"{claim.kind} {shorten(claim.value)} is already held by another"
         )
 
+
 class UnreadableLogEntry(AllocationError):
     """Raised when a row of the event log holds no event this version can read: it
     was edited by hand, written by another program, or by a newer version."""
 
     def __init__(self, position: int, reason: str) -> None:
         self.position = position
-        self.reason = _cut(reason)
+        self.reason = cut_reason(reason)
         super().__init__(
             f"the event log's entry at position {position} cannot be read: "
             f"{self.reason}"
@@ -135,7 +135,7 @@ class DatabaseUnavailable(AllocationError):
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = mask_url(url)
-        self.reason = _cut(mask_secrets(reason, url))
+        self.reason = cut_reason(mask_secrets(reason, url))
         super().__init__(f"database {_cut_url(self.url)} is unavailable: {self.reason}")
 
 
@@ -147,7 +147,7 @@ class DataRefused(AllocationError):
     """
 
     def __init__(self, reason: str) -> None:
-        self.reason = _cut(mask_secrets(reason))
+        self.reason = cut_reason(mask_secrets(reason))
         super().__init__(f"the database refused a value: {self.reason}")
 
 
@@ -158,7 +158,7 @@ class BrokerRefused(AllocationError):
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = mask_url(url)
-        self.reason = _cut(mask_secrets(reason, url))
+        self.reason = cut_reason(mask_secrets(reason, url))
         super().__init__(f"broker {_cut_url(self.url)} refused: {self.reason}")
 
 
@@ -167,15 +167,16 @@ class BrokerUnavailable(AllocationError):
 
     def __init__(self, url: str, reason: str) -> None:
         self.url = mask_url(url)
-        self.reason = _cut(mask_secrets(reason, url))
+        self.reason = cut_reason(mask_secrets(reason, url))
         super().__init__(f"broker {_cut_url(self.url)} is unavailable: {self.reason}")
+
 
 def _cut_url(url: str) -> str:
     """A masked URL as an error line quotes it: the start names the database."""
     return url if len(url) <= _MAX_URL else f"{url[: _MAX_URL - 1]}…"
 
 
-def _cut(reason: str) -> str:
+def cut_reason(reason: str) -> str:
     """The first line of ``reason``, at most about _MAX_REASON characters.
 
     A reason may quote input (a revision, a value): a control character left in it

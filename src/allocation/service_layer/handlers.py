@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from allocation.service_layer.channels import Email
 from allocation.domain import commands, events, model, users
 from allocation.domain.exceptions import BatchAlreadyExists
+from allocation.service_layer.channels import Email
 from allocation.service_layer.exceptions import InvalidSku, UnknownBatch
 
 if TYPE_CHECKING:

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from allocation.service_layer.locks import SubscriberLocks
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
 from allocation.service_layer import eager, masking
 from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
+from allocation.service_layer.locks import SubscriberLocks
 from allocation.service_layer.unit_of_work import Handling, handling
 
 if TYPE_CHECKING:

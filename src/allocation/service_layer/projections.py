@@ -14,9 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from allocation.service_layer.ports import LineState
 from allocation.domain import events
 from allocation.domain.exceptions import shorten
+from allocation.service_layer.ports import LineState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -184,7 +184,9 @@ USERS_VIEW = Projection(
     inline=True,
 )
 PROJECTIONS = (ALLOCATIONS_VIEW, USERS_VIEW)
-INLINE_PROJECTIONS = tuple(projection for projection in PROJECTIONS if projection.inline)
+INLINE_PROJECTIONS = tuple(
+    projection for projection in PROJECTIONS if projection.inline
+)
 
 
 # A difference report shows this many rows, then how many more differ.

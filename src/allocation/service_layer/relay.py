@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from allocation.service_layer.channels import DEFAULT_STREAM
 from allocation.service_layer.backoff import Outage
+from allocation.service_layer.channels import DEFAULT_STREAM
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from allocation import config as app_config
-from allocation.adapters import orm
+from allocation.adapters import tables
 
 config = context.config
-target_metadata = orm.metadata
+target_metadata = tables.metadata
 
 if config.config_file_name is not None and config.attributes.get("connection") is None:
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
@@ -30,10 +30,19 @@ def _url() -> str:
     )
 
 
+def _include(
+    item: object, name: str | None, kind: str, reflected: bool, _compare_to: object
+) -> bool:
+    # A replay's shadow table lives only while the replay runs (or until the next
+    # one, after a crash): it is not part of the schema.
+    return not (kind == "table" and reflected and (name or "").endswith("_shadow"))
+
+
 def _configure(**options: object) -> None:
     context.configure(
         target_metadata=target_metadata,
         compare_type=True,
+        include_object=_include,
         **options,  # type: ignore[arg-type]  # alembic's signature is keyword-only
     )
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 from allocation.adapters.broker import AbstractPublisher
 from allocation.adapters.console import AbstractConsole
 from allocation.adapters.eventlog import AbstractEventLog, DeadLetter, LoggedEvent
-from allocation.adapters.exceptions import BrokerUnavailable
 from allocation.adapters.notifications import AbstractNotifications
 from allocation.adapters.read_model import (
     AbstractAllocationsView,
@@ -33,6 +32,7 @@ from allocation.domain.exceptions import (
     ConcurrencyConflict,
     EmailAlreadyRegistered,
 )
+from allocation.service_layer.exceptions import BrokerUnavailable
 from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 if TYPE_CHECKING:

@@ -118,7 +118,8 @@ users_view = Table(
     metadata,
     Column("user_id", String(36), primary_key=True),
     Column("name", String(200), nullable=False),
-    Column("email", String(254), nullable=False),
+    # Looked up by email: a user's page, and the article's "is this email taken".
+    Column("email", String(254), nullable=False, index=True),
 )
 
 # Read model kept by event handlers (CQRS): one row per order line (orderid, sku,

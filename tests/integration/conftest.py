@@ -12,11 +12,11 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import config
-from allocation.adapters import database, migrations, orm
-from allocation.bootstrap import bootstrap
+from allocation.adapters import migrations, tables
 from allocation.service_layer import unit_of_work
 from allocation.testing import FakeConsole, FakeNotifications
 from tests.conftest import service_missing
+from tests.integration.store_fixtures import store, store_engine  # noqa: F401 - fixtures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -47,6 +47,8 @@ def anyio_backend() -> str:
 async def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
+    from allocation.adapters import database  # not importable on core yet
+
     if request.param == "sqlite":
         path: Path = tmp_path_factory.mktemp("sqlite") / "allocation.db"
         return f"sqlite+aiosqlite:///{path}"
@@ -58,6 +60,8 @@ async def database_url(
 
 
 async def _probe(url: str) -> None:
+    from allocation.adapters import database  # not importable on core yet
+
     engine = database.create_engine(url)
     try:
         async with engine.connect() as connection:
@@ -71,7 +75,8 @@ async def _probe(url: str) -> None:
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on a freshly migrated database, shared by the whole session."""
-    orm.start_mappers()
+    from allocation.adapters import database  # not importable on core yet
+
     engine = database.create_engine(database_url)
     if engine.dialect.name == "postgresql":
         async with engine.begin() as connection:
@@ -90,7 +95,7 @@ async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         return
     engine: AsyncEngine = request.getfixturevalue("engine")
     async with engine.begin() as connection:
-        for table in reversed(orm.metadata.sorted_tables):
+        for table in reversed(tables.metadata.sorted_tables):
             await connection.execute(table.delete())
 
 
@@ -123,6 +128,8 @@ async def bus(
     notifications: FakeNotifications,
     console: FakeConsole,
 ) -> AsyncIterator[MessageBus]:
+    from allocation.bootstrap import bootstrap  # not importable on core yet
+
     settings = config.Settings(database_url=database_url, retry_delay=0.01)
     async with bootstrap(
         settings=settings, notifications=notifications, console=console

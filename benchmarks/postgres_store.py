@@ -12,8 +12,8 @@ shows what that round trip costs a plain asyncpg user. 32 tasks in a task group
 share each block's operations.
 
 The database ``pgstore_bench_<pid>`` is created at the start on the server of
-``BENCH_POSTGRES`` (default: trust auth as postgres on 127.0.0.1:5432), given the
-schema of ``adapters.tables``, and dropped at the end.
+``BENCH_POSTGRES`` (default: trust auth as postgres on 127.0.0.1:5432), migrated
+to alembic's head, and dropped at the end.
 
 Run: .venv/bin/python benchmarks/postgres_store.py [--quick] [--profile]
 """
@@ -34,7 +34,7 @@ from _harness import Variant, interleave, parse_args, profile, ratio, report
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
-from allocation.adapters import tables
+from allocation.adapters import migrations
 from allocation.adapters.postgres import sql
 from allocation.adapters.postgres.database import PostgresDatabase
 from allocation.domain import events, users
@@ -129,11 +129,9 @@ async def _as_admin(statement: str) -> None:
 async def _fresh_database() -> None:
     await _as_admin(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
     await _as_admin(f"CREATE DATABASE {DATABASE}")
-    # The tables as they stand, until the migration to them lands.
     engine = create_async_engine(URL, poolclass=NullPool)
     try:
-        async with engine.begin() as connection:
-            await connection.run_sync(tables.metadata.create_all)
+        await migrations.upgrade(engine)
     finally:
         await engine.dispose()
 

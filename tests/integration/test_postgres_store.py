@@ -1,117 +1,43 @@
 """What only the PostgreSQL store does: its locks, its connections, its errors.
 
 The behaviour every store shares is the contract suite's; here are the stream and
-append locks under real concurrency, lost connections, read-only databases, the
-shadow tables and the subscribers' advisory locks.
+append locks under real concurrency, lost and cancelled connections, read-only
+databases, refused values, claims and shadow tables.
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import asyncpg
 import pytest
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 
-from allocation.adapters import tables
-from allocation.adapters.exceptions import DatabaseUnavailable, DataRefused
 from allocation.adapters.postgres.database import PostgresDatabase
-from allocation.adapters.postgres.locks import PostgresSubscriberLocks
 from allocation.adapters.postgres.store import stream_lock_key
-from allocation.domain import events
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import projections
-from allocation.service_layer.exceptions import ClaimTaken
-from allocation.service_layer.ports import Claim, NewEvent
-from tests.conftest import service_missing
+from allocation.service_layer.exceptions import (
+    ClaimTaken,
+    DatabaseUnavailable,
+    DataRefused,
+)
+from allocation.service_layer.ports import Claim
+from tests.integration.postgres_fixtures import (  # noqa: F401 - fixtures
+    URL,
+    WRITERS,
+    admin_fixture,
+    database_fixture,
+    new_event,
+    schema_fixture,
+    waiting_on_advisory_locks,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
-
     from allocation.adapters.postgres.unit_of_work import PostgresUnitOfWork
 
 pytestmark = pytest.mark.postgres
-
-URL = os.environ.get(
-    "TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
-)
-DSN = URL.replace("+asyncpg", "", 1)
-WRITERS = 8
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    # asyncpg runs on asyncio only; module scope lets the schema fixture live
-    # for the whole module.
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def schema() -> None:
-    """A fresh schema from the tables (until the migration to them lands)."""
-    try:
-        admin = await asyncpg.connect(DSN, timeout=5)
-    except (OSError, asyncpg.PostgresError) as error:
-        service_missing(f"PostgreSQL at {URL} does not answer: {error}")
-    try:
-        await admin.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    finally:
-        await admin.close()
-    engine = create_async_engine(URL, poolclass=NullPool)
-    try:
-        async with engine.begin() as connection:
-            await connection.run_sync(tables.metadata.create_all)
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture
-async def admin(schema: None) -> AsyncIterator[Any]:
-    """A connection of the test's own, outside any database object; every table
-    is emptied after the test, positions restarting at 1."""
-    connection = await asyncpg.connect(DSN)
-    names = ", ".join(table.name for table in tables.metadata.sorted_tables)
-    await connection.execute(f"TRUNCATE {names} RESTART IDENTITY")
-    try:
-        yield connection
-    finally:
-        await connection.execute(
-            "DROP TABLE IF EXISTS allocations_view_shadow, users_view_shadow"
-        )
-        await connection.close()
-
-
-@pytest.fixture
-async def database(admin: Any) -> AsyncIterator[PostgresDatabase]:
-    database = await PostgresDatabase.open(URL, pool_size=WRITERS + 2)
-    try:
-        yield database
-    finally:
-        await database.close()
-
-
-def new_event(stream: str, version: int, kind: str = "user") -> NewEvent:
-    event = events.UserRegistered(
-        user_id=stream, name="Ivan", email=f"{stream}@example.com"
-    )
-    return NewEvent(
-        event=event, aggregate_type=kind, aggregate_id=stream, aggregate_version=version
-    )
-
-
-async def waiting_on_advisory_locks(admin: Any, count: int) -> None:
-    """Return once ``count`` sessions wait for an advisory lock."""
-    query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
-    with anyio.fail_after(10):
-        while True:
-            if await admin.fetchval(query) >= count:
-                return
-            await anyio.sleep(0.01)
 
 
 async def append_next(uow: PostgresUnitOfWork, stream: str) -> None:
@@ -376,20 +302,20 @@ async def test_a_shadow_table_replaces_the_live_one_in_one_transaction(
         await uow.commit()
 
 
-async def test_one_worker_at_a_time_catches_a_subscriber_up(
-    database: PostgresDatabase,
+async def test_a_log_lock_holds_back_every_append_until_its_commit(
+    database: PostgresDatabase, admin: Any
 ) -> None:
-    other_worker = await PostgresDatabase.open(URL, pool_size=1)
-    try:
-        mine = PostgresSubscriberLocks(database)
-        theirs = PostgresSubscriberLocks(other_worker)
-        async with mine.hold("send_coupon") as held:
-            assert held
-            async with theirs.hold("send_coupon") as also_held:
-                assert not also_held
-            async with theirs.hold("users_view") as other_subscriber:
-                assert other_subscriber
-        async with theirs.hold("send_coupon") as held_after_release:
-            assert held_after_release
-    finally:
-        await other_worker.close()
+    async def appender() -> None:
+        async with database.unit_of_work() as uow:
+            await uow.event_log.append([new_event("u1", 1)])
+            await uow.commit()
+
+    async with database.unit_of_work() as replay:
+        await replay.event_log.lock_log()
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(appender)
+            await waiting_on_advisory_locks(admin, 1)
+            assert await replay.event_log.last_position() == 0
+            await replay.commit()
+    async with database.unit_of_work() as uow:
+        assert await uow.event_log.last_position() == 1

@@ -13,18 +13,16 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.postgres import errors
+from allocation.adapters.postgres.listener import PostgresLogListener
+from allocation.adapters.postgres.locks import PostgresSubscriberLocks
 from allocation.adapters.postgres.unit_of_work import PostgresUnitOfWork
-from allocation.service_layer.unit_of_work import DEFAULT_SNAPSHOT_EVERY
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
     from types import TracebackType
 
     from sqlalchemy.engine import URL
-
-    from allocation.service_layer.projections import Projection
 
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 URL_OPTIONS = ("sslmode", "ssl", "application_name")
@@ -155,16 +153,18 @@ class PostgresDatabase:
     ) -> None:
         await self.close()
 
-    def unit_of_work(
-        self,
-        *,
-        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
-        inline_projections: Sequence[Projection] | None = None,
-    ) -> PostgresUnitOfWork:
-        """A fresh unit of work on this database."""
-        return PostgresUnitOfWork(
-            self, snapshot_every=snapshot_every, inline_projections=inline_projections
-        )
+    def unit_of_work(self, **options: Any) -> PostgresUnitOfWork:
+        """A fresh unit of work on this database; ``options`` are
+        ``AbstractUnitOfWork``'s (``snapshot_every``, ``inline_projections``)."""
+        return PostgresUnitOfWork(self, **options)
+
+    def subscriber_locks(self) -> PostgresSubscriberLocks:
+        """Locks that let one worker process at a time catch a subscriber up."""
+        return PostgresSubscriberLocks(self)
+
+    def log_listener(self) -> PostgresLogListener:
+        """What tells the relay that events were committed."""
+        return PostgresLogListener(self)
 
     async def connect(
         self, *, application_name: str | None = None

@@ -14,9 +14,12 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
-from allocation.adapters.exceptions import DatabaseUnavailable, DataRefused
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
-from allocation.service_layer.exceptions import ClaimTaken
+from allocation.service_layer.exceptions import (
+    ClaimTaken,
+    DatabaseUnavailable,
+    DataRefused,
+)
 from allocation.service_layer.ports import Claim
 
 if TYPE_CHECKING:

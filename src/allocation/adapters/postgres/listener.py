@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.postgres import errors
 from allocation.adapters.postgres.sql import LOG_CHANNEL
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from allocation.adapters.locks import SubscriberLocks
 from allocation.adapters.postgres import errors
+from allocation.service_layer.locks import SubscriberLocks
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

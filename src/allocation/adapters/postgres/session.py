@@ -12,8 +12,8 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.postgres import errors
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence

@@ -97,6 +97,12 @@ class PostgresEventStore(AbstractEventStore):
             sql.LOCK_STREAM, *stream_lock_key(aggregate_type, aggregate_id)
         )
 
+    async def lock_log(self) -> None:
+        # The appenders' own lock (see sql.APPEND), held until the transaction ends.
+        if self._session.read_only:
+            return
+        await self._session.execute(sql.LOCK_LOG)
+
     async def stream_ids(self, aggregate_type: str) -> list[str]:
         records = await self._session.fetch(sql.STREAM_IDS, aggregate_type)
         # Sorted here, not by the database: its collation may differ from the

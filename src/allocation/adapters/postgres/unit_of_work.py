@@ -11,12 +11,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from allocation.adapters import tables
-from allocation.adapters.postgres import sql
 from allocation.adapters.postgres.session import Session
 from allocation.adapters.postgres.store import PostgresEventStore
 from allocation.adapters.postgres.views import (
     PostgresAllocationsView,
     PostgresUsersView,
+    shadow_of,
+    shadow_sql,
 )
 from allocation.service_layer.unit_of_work import (
     DEFAULT_SNAPSHOT_EVERY,
@@ -82,18 +83,18 @@ class PostgresUnitOfWork(AbstractUnitOfWork):
     async def _shadow_view(self, attribute: str) -> Any:
         live, view_class = _VIEWS[attribute]
         session = self._opened_session()
-        await session.execute(sql.shadow_sql(live).create)
-        return view_class(session, sql.shadow_of(live))
+        await session.execute(shadow_sql(live).create)
+        return view_class(session, shadow_of(live))
 
     async def _swap_shadow(self, attribute: str) -> None:
         live, _ = _VIEWS[attribute]
         session = self._opened_session()
-        for statement in sql.shadow_sql(live).swap:
+        for statement in shadow_sql(live).swap:
             await session.execute(statement)
 
     async def _drop_shadow(self, attribute: str) -> None:
         live, _ = _VIEWS[attribute]
-        await self._opened_session().execute(sql.shadow_sql(live).drop)
+        await self._opened_session().execute(shadow_sql(live).drop)
 
     def _opened_session(self) -> Session:
         if self._session is None:

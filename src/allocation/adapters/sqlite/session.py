@@ -192,7 +192,8 @@ class SqliteSession:
         self._pending = []
         self._begin = False
         try:
-            if self.in_transaction or self._uncertain:
+            # A broken connection is discarded: closing it rolls back.
+            if not self._broken and (self.in_transaction or self._uncertain):
                 await self._trip(None, None, "", (), _ROLLBACK)
         finally:
             self._release_writer()

@@ -35,6 +35,9 @@ class SqliteUnitOfWork(AbstractUnitOfWork):
     Make a new one per handler call (``database.unit_of_work()``): its session
     must never be shared between tasks. The connection is taken at the first
     statement and handed back when the block ends.
+
+    Attributes:
+        session: its connection and transaction (see ``session``).
     """
 
     event_log: SqliteEventStore
@@ -42,11 +45,11 @@ class SqliteUnitOfWork(AbstractUnitOfWork):
     def __init__(self, database: SqliteDatabase, **options: Any) -> None:
         super().__init__(**options)
         self._database = database
-        self._session = SqliteSession(database)
+        self.session = SqliteSession(database)
         self._shadows: dict[str, Any] = {}
 
     async def _start(self) -> None:
-        self._session = session = SqliteSession(self._database)
+        self.session = session = SqliteSession(self._database)
         self._shadows = {}
         self.event_log = SqliteEventStore(session)
         self.allocations_view = SqliteAllocationsView(session, tables.allocations_view)
@@ -54,28 +57,28 @@ class SqliteUnitOfWork(AbstractUnitOfWork):
 
     async def commit(self) -> None:
         # Every write of the commit waits for its COMMIT: one trip in all.
-        self._session.deferring = True
+        self.session.deferring = True
         try:
             await super().commit()
         finally:
-            self._session.deferring = False
+            self.session.deferring = False
 
     async def _commit(self) -> None:
-        await self._session.commit()
+        await self.session.commit()
 
     async def _rollback(self) -> None:
-        await self._session.rollback()
+        await self.session.rollback()
 
     async def _close(self) -> None:
-        await self._session.close()
+        await self.session.close()
 
     async def _shadow_view(self, attribute: str) -> Any:
         shadow = self._shadows.get(attribute)
         if shadow is None:
             live, view_class = _VIEWS[attribute]
-            self._session.queue(Write(sql.shadow(live).create))
+            self.session.queue(Write(sql.shadow(live).create))
             shadow = self._shadows[attribute] = view_class(
-                self._session, sql.shadow_of(live)
+                self.session, sql.shadow_of(live)
             )
         return shadow
 
@@ -83,11 +86,11 @@ class SqliteUnitOfWork(AbstractUnitOfWork):
         live, _ = _VIEWS[attribute]
         *first, last = (Write(statement) for statement in sql.shadow(live).swap)
         # One trip: the earlier statements go as queued writes before the last.
-        self._session.queue(*first)
-        await self._session.write(last)
+        self.session.queue(*first)
+        await self.session.write(last)
         self._shadows.pop(attribute, None)
 
     async def _drop_shadow(self, attribute: str) -> None:
         live, _ = _VIEWS[attribute]
-        self._session.queue(Write(sql.shadow(live).drop))
+        self.session.queue(Write(sql.shadow(live).drop))
         self._shadows.pop(attribute, None)

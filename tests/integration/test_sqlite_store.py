@@ -305,6 +305,18 @@ async def test_an_append_that_conflicts_appends_nothing_of_it(
         ]
 
 
+async def test_locking_twice_before_any_statement_waits_for_nobody(
+    opened: SqliteDatabase,
+) -> None:
+    async with opened.unit_of_work() as uow:
+        await uow.event_log.lock_stream("user", "u1")
+        await uow.event_log.lock_log()  # the same transaction's lock: held
+        await uow.event_log.append([_registered()])
+        await uow.commit()
+    async with opened.unit_of_work() as uow:
+        assert await uow.event_log.last_position() == 1
+
+
 async def test_a_cancelled_commit_leaves_the_connection_usable(url: str) -> None:
     one_connection = await SqliteDatabase.open(url, pool_size=1)
     try:

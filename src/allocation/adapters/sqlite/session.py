@@ -177,7 +177,8 @@ class SqliteSession:
         before it). Nothing on a read-only database."""
         if self._database.read_only or self.in_transaction:
             return
-        await self._hold_writer()
+        if not self._holds_writer:
+            await self._hold_writer()
         self._begin = True
 
     async def commit(self) -> None:
@@ -218,13 +219,14 @@ class SqliteSession:
         connection = self._connection
         if connection is None:
             connection = self._connection = await self._database.check_out()
-        writes, self._pending = self._pending, []
         begin = self._begin or (
-            (bool(writes) or write is not None) and not self.in_transaction
+            (bool(self._pending) or write is not None) and not self.in_transaction
         )
         if begin and not self._holds_writer:
             await self._hold_writer()
+        writes, self._pending = self._pending, []
         self._begin = False
+        self.failed = None
         self._trips = trip = self._trips + 1
         try:
             result = await on_worker(
@@ -288,7 +290,6 @@ def _run_trip(
 ) -> Any:
     """What one trip does, on the worker thread, in this order: BEGIN, the queued
     writes, the write called for, the query, the end of the transaction."""
-    session.failed = None
     try:
         if end == _ROLLBACK:
             if connection.in_transaction:

@@ -41,11 +41,11 @@ class SqliteUnitOfWork(AbstractUnitOfWork):
     """
 
     event_log: SqliteEventStore
+    session: SqliteSession
 
     def __init__(self, database: SqliteDatabase, **options: Any) -> None:
         super().__init__(**options)
         self._database = database
-        self.session = SqliteSession(database)
         self._shadows: dict[str, Any] = {}
 
     async def _start(self) -> None:

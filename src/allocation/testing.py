@@ -3,355 +3,349 @@
 async with bootstrap(uow=FakeUnitOfWork(), notifications=FakeNotifications(),
                      console=FakeConsole()) as bus:
     ...
+
+The unit of work runs on an in-memory engine (``allocation.memory``) that passes
+the same contract tests as the SQLite and PostgreSQL stores: writes are staged
+until commit and dropped by a rollback, exactly as there.
 """
 
 from __future__ import annotations
 
-import datetime
-import itertools
+import contextvars
+import dataclasses
 from collections import defaultdict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Self
 
 from allocation.adapters.broker import AbstractPublisher
 from allocation.adapters.console import AbstractConsole
-from allocation.adapters.eventlog import AbstractEventLog, DeadLetter, LoggedEvent
 from allocation.adapters.notifications import AbstractNotifications
-from allocation.adapters.read_model import (
-    AbstractAllocationsView,
-    AbstractUsersView,
-    AllocationRow,
-    LineState,
-    UserRow,
-)
-from allocation.adapters.repository import (
-    AbstractProductRepository,
-    AbstractUserRepository,
-)
-from allocation.domain.exceptions import (
-    AlreadyProcessed,
-    ConcurrencyConflict,
-    EmailAlreadyRegistered,
-)
+from allocation.memory.store import FakeEventStore
+from allocation.memory.transaction import Transaction
+from allocation.memory.views import FakeAllocationsView, FakeUsersView
+from allocation.service_layer import repository
 from allocation.service_layer.exceptions import BrokerUnavailable
-from allocation.service_layer.unit_of_work import AbstractUnitOfWork
+from allocation.service_layer.unit_of_work import (
+    DEFAULT_SNAPSHOT_EVERY,
+    AbstractUnitOfWork,
+    handling,
+)
 
 if TYPE_CHECKING:
-    from collections.abc import Collection, Iterable, Sequence
+    from collections.abc import Sequence
+    from types import TracebackType
 
-    from allocation.adapters.eventlog import NewEvent
+    from allocation.adapters.eventlog import LoggedEvent
     from allocation.adapters.notifications import Email
-    from allocation.domain import model, users
+    from allocation.domain import events
+    from allocation.memory.views import _TableView
+    from allocation.service_layer.projections import Projection
+
+__all__ = [
+    "FakeAllocationsView",
+    "FakeConsole",
+    "FakeDatabase",
+    "FakeEventStore",
+    "FakeNotifications",
+    "FakePublisher",
+    "FakeUnitOfWork",
+    "FakeUsersView",
+]
+
+AnyView = FakeAllocationsView | FakeUsersView
 
 
-class FakeProductRepository(AbstractProductRepository):
-    """Products in a dict, indexed by sku and by batch reference."""
+class FakeDatabase:
+    """An in-memory database: one event store, the read models and their shadow
+    tables, shared by every unit of work it makes (as ``SqliteDatabase`` and
+    ``PostgresDatabase`` share theirs)."""
 
-    def __init__(self, products: list[model.Product] | None = None) -> None:
-        super().__init__()
-        self._by_sku: dict[str, model.Product] = {}
-        for product in products or []:
-            self._by_sku[product.sku] = product
-
-    def _add(self, aggregate: model.Product) -> None:
-        self._by_sku[aggregate.sku] = aggregate
-
-    async def _get(self, sku: str) -> model.Product | None:
-        return self._by_sku.get(sku)
-
-    async def all_skus(self) -> list[str]:
-        return sorted(self._by_sku)
-
-    async def _get_by_batchref(self, ref: str) -> model.Product | None:
-        # A linear scan: fine for the handful of products a test creates.
-        for product in self._by_sku.values():
-            if product.batch(ref) is not None:
-                return product
-        return None
-
-
-class FakeUserRepository(AbstractUserRepository):
-    """Users in dicts by id and by email."""
+    url = "memory://"
 
     def __init__(self) -> None:
-        super().__init__()
-        self._by_id: dict[str, users.User] = {}
-        self._by_email: dict[str, users.User] = {}
-
-    def _add(self, aggregate: users.User) -> None:
-        pass  # stored by _store at commit, where the database checks uniqueness
-
-    def _check_unique(self, user: users.User) -> None:
-        # What the unique constraint on the email does in the database.
-        holder = self._by_email.get(user.email)
-        if holder is not None and holder is not user:
-            raise EmailAlreadyRegistered(user.email)
-
-    def _store(self, user: users.User) -> None:
-        self._by_email[user.email] = user
-        self._by_id[user.id] = user
-
-    async def _get(self, user_id: str) -> users.User | None:
-        return self._by_id.get(user_id)
-
-    async def _get_by_email(self, email: str) -> users.User | None:
-        return self._by_email.get(email)
-
-    async def all_ids(self) -> list[str]:
-        return sorted(self._by_id)
-
-
-class FakeAllocationsView(AbstractAllocationsView):
-    """The read model as a dict: (orderid, sku, qty) -> (batchref, version, allocated).
-
-    It keeps the same rows as the SQL table, by the same rule, so it also serves
-    as scratch state when ``verify`` replays the log.
-    """
-
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str, int], tuple[str, int, bool]] = {}
-
-    async def add(
-        self,
-        orderid: str,
-        sku: str,
-        qty: int,
-        batchref: str,
-        version: int | None = None,
-    ) -> None:
-        self._write(orderid, sku, qty, batchref, version, allocated=True)
-
-    async def remove(
-        self,
-        orderid: str,
-        sku: str,
-        qty: int,
-        batchref: str,
-        version: int | None = None,
-    ) -> None:
-        self._write(orderid, sku, qty, batchref, version, allocated=False)
-
-    def _write(
-        self,
-        orderid: str,
-        sku: str,
-        qty: int,
-        batchref: str,
-        version: int | None,
-        *,
-        allocated: bool,
-    ) -> None:
-        known = self.rows.get((orderid, sku, qty))
-        if version is not None and known is not None and known[1] >= version:
-            return  # an older event, or one already applied
-        self.rows[orderid, sku, qty] = (batchref, version or 0, allocated)
-
-    async def clear(self) -> None:
-        self.rows.clear()
-
-    async def lines(self) -> list[LineState]:
-        return [
-            LineState(orderid, sku, qty, batchref, version, allocated)
-            for (orderid, sku, qty), (batchref, version, allocated) in sorted(
-                self.rows.items()
-            )
-        ]
-
-    async def for_order(self, orderid: str) -> list[AllocationRow]:
-        return [
-            AllocationRow(sku=sku, batchref=batchref)
-            for sku, batchref, _ in sorted(
-                (sku, batchref, qty)
-                for (order, sku, qty), (batchref, _, allocated) in self.rows.items()
-                if order == orderid and allocated
-            )
-        ]
-
-
-class FakeUsersView(AbstractUsersView):
-    """The users read model as a dict keyed by user id."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, UserRow] = {}
-
-    async def add(self, user_id: str, name: str, email: str) -> None:
-        self.rows[user_id] = UserRow(id=user_id, name=name, email=email)
-
-    async def by_email(self, email: str) -> UserRow | None:
-        return next((row for row in self.rows.values() if row["email"] == email), None)
-
-    async def clear(self) -> None:
-        self.rows.clear()
-
-    async def all_rows(self) -> list[UserRow]:
-        return sorted(self.rows.values(), key=lambda row: (row["email"], row["id"]))
-
-
-class FakeEventLog(AbstractEventLog):
-    """The event log, tracking and dead letters in memory."""
-
-    def __init__(self) -> None:
-        self.logged: list[LoggedEvent] = []
-        self._by_id: dict[str, LoggedEvent] = {}
-        self._versions: set[tuple[str, str, int]] = set()
-        self.processed: set[tuple[str, str]] = set()
-        self.checkpoints: dict[str, int] = {}
-        self.letters: dict[int, DeadLetter] = {}
-        self._next_letter = 1
-
-    async def append(self, new_events: Sequence[NewEvent]) -> None:
-        versions = [
-            (new.aggregate_type, new.aggregate_id, new.aggregate_version)
-            for new in new_events
-        ]
-        # All or nothing, as the unique constraint makes it in the database.
-        if len(set(versions)) < len(versions) or self._versions.intersection(versions):
-            raise ConcurrencyConflict(
-                new_events[0].aggregate_type, "version already logged"
-            )
-        self._versions.update(versions)
-        now = datetime.datetime.now(datetime.UTC)
-        for new in new_events:
-            logged = LoggedEvent(
-                position=len(self.logged) + 1,
-                event=new.event,
-                aggregate_type=new.aggregate_type,
-                aggregate_id=new.aggregate_id,
-                aggregate_version=new.aggregate_version,
-                occurred_at=now,
-            )
-            self.logged.append(logged)
-            self._by_id[new.event.message_id] = logged
-
-    async def read(
-        self, *, after: int, names: Collection[str] | None = None, limit: int = 500
-    ) -> list[LoggedEvent]:
-        # Positions are 1-based list indexes, so the scan starts right after ``after``.
-        found: list[LoggedEvent] = []
-        for logged in itertools.islice(self.logged, max(after, 0), None):
-            if names is None or logged.event.TYPE in names:
-                found.append(logged)
-                if len(found) == limit:
-                    break
-        return found
-
-    async def get(self, message_id: str) -> LoggedEvent | None:
-        return self._by_id.get(message_id)
-
-    async def last_position(self) -> int:
-        return len(self.logged)
-
-    async def mark_processed(
-        self, subscriber: str, message_ids: Iterable[str], *, exactly_once: bool
-    ) -> None:
-        for message_id in message_ids:
-            if exactly_once and (subscriber, message_id) in self.processed:
-                raise AlreadyProcessed(f"{subscriber} {message_id}")
-            self.processed.add((subscriber, message_id))
-
-    async def processed_among(
-        self, subscriber: str, message_ids: Collection[str]
-    ) -> set[str]:
-        return {mid for mid in message_ids if (subscriber, mid) in self.processed}
-
-    async def checkpoint(self, subscriber: str) -> int | None:
-        return self.checkpoints.get(subscriber)
-
-    async def set_checkpoint(self, subscriber: str, position: int) -> None:
-        self.checkpoints[subscriber] = max(
-            position, self.checkpoints.get(subscriber, 0)
-        )
-
-    async def forget(self, subscriber: str) -> None:
-        self.processed = {pair for pair in self.processed if pair[0] != subscriber}
-        self.checkpoints.pop(subscriber, None)
-        self.letters = {
-            key: letter
-            for key, letter in self.letters.items()
-            if letter.subscriber != subscriber
+        self.event_log = FakeEventStore()
+        self.views: dict[str, AnyView] = {
+            "allocations_view": FakeAllocationsView(),
+            "users_view": FakeUsersView(),
         }
+        self.shadows: dict[str, AnyView] = {}
 
-    async def add_dead_letter(
-        self, subscriber: str, message_id: str, error: str, attempts: int
-    ) -> None:
-        known = next(
-            (
-                letter
-                for letter in self.letters.values()
-                if (letter.subscriber, letter.message_id) == (subscriber, message_id)
-            ),
-            None,
-        )
-        letter_id = known.id if known else self._next_letter
-        self._next_letter += known is None
-        self.letters[letter_id] = DeadLetter(
-            id=letter_id,
-            subscriber=subscriber,
-            message_id=message_id,
-            error=error,
-            attempts=attempts,
-            last_tried=datetime.datetime.now(datetime.UTC),
+    def unit_of_work(
+        self,
+        *,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        inline_projections: Sequence[Projection] | None = None,
+    ) -> FakeUnitOfWork:
+        """A fresh unit of work on this database."""
+        return FakeUnitOfWork(
+            self,
+            snapshot_every=snapshot_every,
+            inline_projections=inline_projections,
         )
 
-    async def dead_letters(
-        self, subscriber: str | None = None, *, limit: int = 1000
-    ) -> list[DeadLetter]:
-        letters = sorted(self.letters.values(), key=lambda letter: letter.id)
-        if subscriber is not None:
-            letters = [letter for letter in letters if letter.subscriber == subscriber]
-        return letters[:limit]
+    async def close(self) -> None:
+        """Nothing to release: here for the same interface as the SQL databases."""
 
-    async def dead_letter(self, dead_letter_id: int) -> DeadLetter | None:
-        return self.letters.get(dead_letter_id)
 
-    async def remove_dead_letter(self, dead_letter_id: int) -> None:
-        self.letters.pop(dead_letter_id, None)
+@dataclasses.dataclass(slots=True)
+class _ShadowDrops:
+    """Shadow tables a transaction drops when it commits."""
+
+    shadows: dict[str, AnyView]
+    dropped: set[str] = dataclasses.field(default_factory=set)
+
+    def check(self) -> None:
+        pass
+
+    def apply(self) -> None:
+        for attribute in self.dropped:
+            self.shadows.pop(attribute, None)
+
+
+@dataclasses.dataclass(slots=True, eq=False)
+class _Entry:
+    """One ``async with`` of a unit of work: its transaction and what it handed out."""
+
+    transaction: Transaction = dataclasses.field(default_factory=Transaction)
+    token: contextvars.Token[_Entry | None] | None = None
+    products: repository.ProductRepository | None = None
+    users: repository.UserRepository | None = None
+    views: dict[str, Any] = dataclasses.field(default_factory=dict)
+    live_views: dict[str, object] = dataclasses.field(default_factory=dict)
 
 
 class FakeUnitOfWork(AbstractUnitOfWork):
-    """An in-memory unit of work; ``committed`` turns True on the first commit.
+    """An in-memory unit of work; ``committed`` turns True on the first commit and
+    ``commits`` counts them.
 
-    One instance may serve every handler call (pass it to ``bootstrap(uow=...)``).
-    Its changes are applied at once and a rollback does not undo them, as in the
-    book; uniqueness of emails is checked on commit, as the database does.
+    One instance may serve every handler call (``bootstrap(uow=...)``), even
+    concurrent ones: each ``async with`` entry is its own transaction, found
+    through a context variable (every task, and every handler the bus starts
+    eagerly, runs in its own context), so concurrent handlers never see each
+    other's staged writes. The events of a commit are collected by the handler
+    call that made them (the bus's current ``Handling``), or, outside the bus,
+    by whoever calls ``collect_new_events``. Several instances on one
+    ``FakeDatabase`` behave as several connections to one database.
     """
 
-    products: FakeProductRepository
-    users: FakeUserRepository
-    allocations_view: FakeAllocationsView
-    users_view: FakeUsersView
-    event_log: FakeEventLog
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.products = FakeProductRepository()
-        self.users = FakeUserRepository()
-        self.allocations_view = FakeAllocationsView()
-        self.users_view = FakeUsersView()
-        self.event_log = FakeEventLog()
+    def __init__(
+        self,
+        database: FakeDatabase | None = None,
+        *,
+        snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
+        inline_projections: Sequence[Projection] | None = None,
+    ) -> None:
+        self.database = database if database is not None else FakeDatabase()
+        self._entries: contextvars.ContextVar[_Entry | None] = contextvars.ContextVar(
+            f"fake_unit_of_work_{id(self)}", default=None
+        )
+        self._event_log = self.database.event_log.bound_to(self)
+        self._live: dict[str, AnyView] = {
+            attribute: view.bound_to(self)
+            for attribute, view in self.database.views.items()
+        }
+        self._idle_products = repository.ProductRepository(self._event_log)
+        self._idle_users = repository.UserRepository(self._event_log)
+        self._idle_live_views: dict[str, object] = {}
+        # Committed, not yet collected events, by the handler call that made them.
+        self._events: dict[int, tuple[object, list[events.Event]]] = {}
         self.committed = False
         self.commits = 0
+        super().__init__(
+            snapshot_every=snapshot_every, inline_projections=inline_projections
+        )
+
+    # ---- the unit of work's attributes, per entry
+
+    def current_transaction(self) -> Transaction | None:
+        """The transaction of this context's innermost entry, if any."""
+        entry = self._entries.get()
+        return None if entry is None else entry.transaction
+
+    @property  # type: ignore[override]  # a property stands for the attribute
+    def event_log(self) -> FakeEventStore:
+        return self._event_log
+
+    @event_log.setter
+    def event_log(self, store: FakeEventStore) -> None:
+        # A store handed in (a test's subclass) becomes this unit of work's own.
+        store.attach(self)
+        self._event_log = store
+        self._idle_products = repository.ProductRepository(store)
+        self._idle_users = repository.UserRepository(store)
+
+    @property  # type: ignore[override]  # a property stands for the attribute
+    def allocations_view(self) -> FakeAllocationsView:
+        return self._view("allocations_view")  # type: ignore[return-value]  # its key
+
+    @allocations_view.setter
+    def allocations_view(self, view: FakeAllocationsView) -> None:
+        self._set_view("allocations_view", view)
+
+    @property  # type: ignore[override]  # a property stands for the attribute
+    def users_view(self) -> FakeUsersView:
+        return self._view("users_view")  # type: ignore[return-value]  # its key
+
+    @users_view.setter
+    def users_view(self, view: FakeUsersView) -> None:
+        self._set_view("users_view", view)
+
+    @property
+    def products(self) -> repository.ProductRepository:
+        entry = self._entries.get()
+        if entry is None or entry.products is None:
+            return self._idle_products
+        return entry.products
+
+    @products.setter
+    def products(self, products: repository.ProductRepository) -> None:
+        entry = self._entries.get()
+        if entry is None:
+            self._idle_products = products
+        else:
+            entry.products = products
+
+    @property
+    def users(self) -> repository.UserRepository:
+        entry = self._entries.get()
+        if entry is None or entry.users is None:
+            return self._idle_users
+        return entry.users
+
+    @users.setter
+    def users(self, users: repository.UserRepository) -> None:
+        entry = self._entries.get()
+        if entry is None:
+            self._idle_users = users
+        else:
+            entry.users = users
+
+    @property
+    def _live_views(self) -> dict[str, object]:
+        entry = self._entries.get()
+        return self._idle_live_views if entry is None else entry.live_views
+
+    @_live_views.setter
+    def _live_views(self, views: dict[str, object]) -> None:
+        entry = self._entries.get()
+        if entry is None:
+            self._idle_live_views = views
+        else:
+            entry.live_views = views
+
+    @property
+    def _committed_events(self) -> list[events.Event]:
+        current = handling.get()
+        found = self._events.get(id(current))
+        if found is None:
+            # The handling object is kept with its events, so its id stays unique.
+            found = self._events[id(current)] = (current, [])
+        return found[1]
+
+    @_committed_events.setter
+    def _committed_events(self, collected: list[events.Event]) -> None:
+        current = handling.get()
+        if collected:
+            self._events[id(current)] = (current, collected)
+        else:
+            self._events.pop(id(current), None)  # collected: forget the call
+
+    @property
+    def _opened(self) -> bool:
+        return self._entries.get() is not None
+
+    def _view(self, attribute: str) -> AnyView:
+        entry = self._entries.get()
+        if entry is not None and attribute in entry.views:
+            return entry.views[attribute]  # type: ignore[no-any-return]  # a view
+        return self._live[attribute]
+
+    def _set_view(self, attribute: str, view: AnyView) -> None:
+        entry = self._entries.get()
+        if entry is not None:
+            entry.views[attribute] = view  # a shadow for this entry, or back
+        else:
+            view.attach(self)
+            self._live[attribute] = view
+
+    # ---- entering and leaving
+
+    async def __aenter__(self) -> Self:
+        entry = _Entry()
+        entry.token = self._entries.set(entry)
+        try:
+            return await super().__aenter__()
+        except BaseException:
+            self._entries.reset(entry.token)
+            raise
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        entry = self._entries.get()
+        try:
+            await super().__aexit__(exc_type, exc, traceback)
+        finally:
+            if entry is not None and entry.token is not None:
+                entry.transaction.rollback()  # releases its locks, whatever happened
+                self._entries.reset(entry.token)
 
     async def _start(self) -> None:
-        pass
+        pass  # the entry and its transaction exist already (see __aenter__)
 
-    async def _commit(
-        self, new_events: list[NewEvent], tracking: tuple[str, str] | None
-    ) -> None:
-        # Checks first, then writes: a refused commit changes nothing, as in SQL.
-        if tracking is not None and tracking in self.event_log.processed:
-            raise AlreadyProcessed(" ".join(tracking))
-        for user in self.users.seen.values():
-            self.users._check_unique(user)
-        await self.event_log.append(new_events)
-        for user in list(self.users.seen.values()):
-            self.users._store(user)
-        if tracking is not None:
-            self.event_log.processed.add(tracking)
+    async def _commit(self) -> None:
+        entry = self._current_entry()
+        entry.transaction.commit()
+        entry.transaction = Transaction()  # the next statement begins anew
         self.committed = True
         self.commits += 1
 
     async def _rollback(self) -> None:
-        pass
+        entry = self._entries.get()
+        if entry is not None:
+            entry.transaction.rollback()
+            entry.transaction = Transaction()
+
+    def _current_entry(self) -> _Entry:
+        entry = self._entries.get()
+        if entry is None:
+            raise RuntimeError("use the unit of work inside `async with uow:`")
+        return entry
+
+    # ---- shadows of the read models
+
+    def _drops(self, transaction: Transaction) -> _ShadowDrops:
+        return transaction.changes(
+            self.database, lambda: _ShadowDrops(self.database.shadows)
+        )
+
+    async def _shadow_view(self, attribute: str) -> AnyView:
+        shadows = self.database.shadows
+        shadow = shadows.get(attribute)
+        if shadow is None:
+            # A new empty table: created at once, as its creation changes no row.
+            shadow = shadows[attribute] = type(self.database.views[attribute])()
+        handle = shadow.bound_to(self)
+        drops = self._drops(self._current_entry().transaction)
+        if attribute in drops.dropped:  # dropped, then made again: empty
+            drops.dropped.discard(attribute)
+            await handle.clear()
+        return handle
+
+    async def _swap_shadow(self, attribute: str) -> None:
+        drops = self._drops(self._current_entry().transaction)
+        shadow = self.database.shadows.get(attribute)
+        if shadow is None or attribute in drops.dropped:
+            raise LookupError(f"no shadow of {attribute} to swap in")
+        live: _TableView[Any, Any, Any] = self._live[attribute]
+        await live.replace_rows(shadow.bound_to(self))
+        drops.dropped.add(attribute)
+
+    async def _drop_shadow(self, attribute: str) -> None:
+        if attribute in self.database.shadows:
+            self._drops(self._current_entry().transaction).dropped.add(attribute)
 
 
 class FakeNotifications(AbstractNotifications):

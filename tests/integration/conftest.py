@@ -16,6 +16,7 @@ from allocation.adapters import database, engines, migrations, tables
 from allocation.bootstrap import bootstrap
 from allocation.testing import FakeConsole, FakeNotifications
 from tests.conftest import service_missing
+from tests.integration.store_fixtures import store, store_engine  # noqa: F401 - fixtures
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

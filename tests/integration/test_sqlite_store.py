@@ -7,10 +7,10 @@ own file (a copy of one migrated per module), so they need no other fixture.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
-import subprocess
 import sys
 import textwrap
 import threading
@@ -158,7 +158,7 @@ async def test_connections_use_wal_a_busy_timeout_and_foreign_keys(
     assert settings == ["wal", 15_000, 1, 1]
 
 
-def _unprivileged(code: str) -> str:
+async def _unprivileged(code: str) -> str:
     """Run ``code`` in a Python whom file modes bind (root overrides them otherwise)."""
     launcher: list[str] = []
     if os.geteuid() == 0:
@@ -167,14 +167,21 @@ def _unprivileged(code: str) -> str:
             service_missing("root ignores file modes, and setpriv is missing")
         drop = "-dac_override,-dac_read_search,-fowner"
         launcher = [str(setpriv), "--bounding-set", drop]
-    finished = subprocess.run(
-        [*launcher, sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    finished = await anyio.run_process(
+        [*launcher, sys.executable, "-c", textwrap.dedent(code)]
     )
-    return finished.stdout.strip()
+    return finished.stdout.decode().strip()
+
+
+@contextlib.contextmanager
+def _write_protected(target: Path) -> Iterator[None]:
+    """Take write permission on ``target`` away for the block."""
+    mode = target.stat().st_mode & 0o777
+    target.chmod(mode & ~0o222)
+    try:
+        yield
+    finally:
+        target.chmod(mode)
 
 
 _OPEN_AND_REPORT = """
@@ -195,27 +202,23 @@ _OPEN_AND_REPORT = """
 """
 
 
-def test_a_read_only_file_is_refused_for_writing_and_opens_for_reading(
+async def test_a_read_only_file_is_refused_for_writing_and_opens_for_reading(
     path: Path, url: str
 ) -> None:
-    path.chmod(0o444)
-    try:
-        writer = _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=False))
-        reader = _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=True))
-    finally:
-        path.chmod(0o644)
+    with _write_protected(path):
+        writer = await _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=False))
+        reader = await _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=True))
     assert writer.startswith("DatabaseReadOnly ")
     assert "the file is not writable" in writer
     assert reader == "read 0"
 
 
-def test_a_file_in_a_read_only_directory_is_read_as_it_is(path: Path, url: str) -> None:
-    path.parent.chmod(0o555)
-    try:
-        reader = _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=True))
+async def test_a_file_in_a_read_only_directory_is_read_as_it_is(
+    path: Path, url: str
+) -> None:
+    with _write_protected(path.parent):
+        reader = await _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=True))
         left = sorted(entry.name for entry in path.parent.iterdir())
-    finally:
-        path.parent.chmod(0o755)
     assert reader == "read 0"
     assert left == ["allocation.db"]
 

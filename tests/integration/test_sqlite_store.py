@@ -45,12 +45,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.sqlite
 
 
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    # aiosqlite runs on asyncio only.
-    return "asyncio"
-
-
 async def _migrate(url: str) -> None:
     engine = database.create_engine(url)
     try:
@@ -60,9 +54,10 @@ async def _migrate(url: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def migrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+async def migrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated file each test starts from a copy of."""
     path = tmp_path_factory.mktemp("template") / "allocation.db"
-    anyio.run(_migrate, f"sqlite+aiosqlite:///{path}", backend="asyncio")
+    await _migrate(f"sqlite+aiosqlite:///{path}")
     return path
 
 

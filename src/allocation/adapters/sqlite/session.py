@@ -7,6 +7,8 @@ since the last trip, then the statement the caller awaits, and at the end COMMIT
 A write whose failure callers expect at the call (a claim, an append, an
 exactly-once record) runs when called, unless the unit of work is committing:
 then every write waits for the COMMIT's trip, and a command costs one trip.
+A queued write that fails (a refused value, a full disk) fails the trip that
+carries it; the transaction is then only good for rolling back, as on PostgreSQL.
 
 Reads before any write run in autocommit mode, without the write lock; the first
 write (or a lock) begins the transaction IMMEDIATE, which takes the file's write

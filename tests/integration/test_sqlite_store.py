@@ -1,15 +1,12 @@
-"""What only the SQLite engine has: its file, its settings, its one-trip commit, and
-two processes (or two database objects) writing one file.
+"""What only the SQLite engine does: a commit in one trip to aiosqlite's worker
+thread, writes queued for the next trip, and two processes (or two database
+objects) writing one file without losing or half-writing anything.
 
-The behaviour every store shares is in the contract suite; these tests open their
-own file (a copy of one migrated per module), so they need no other fixture.
+The behaviour every store shares is in the contract suite.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
 import sqlite3
 import sys
 import textwrap
@@ -17,222 +14,28 @@ import threading
 import uuid
 from typing import TYPE_CHECKING
 
-import aiosqlite
-import aiosqlite.core
 import anyio
 import pytest
 
-from allocation.adapters import database, migrations
-from allocation.adapters.exceptions import DatabaseDirectoryMissing, DatabaseReadOnly
 from allocation.adapters.sqlite.database import SqliteDatabase
 from allocation.adapters.sqlite.session import on_worker
-from allocation.domain import events
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.domain.users import User
-from allocation.service_layer.exceptions import (
-    ClaimTaken,
-    DatabaseUnavailable,
-)
-from allocation.service_layer.ports import Claim, NewEvent
-from tests.conftest import service_missing
+from allocation.service_layer.exceptions import ClaimTaken, DatabaseUnavailable
+from allocation.service_layer.ports import Claim
+from tests.integration import sqlite_fixtures
+from tests.integration.sqlite_fixtures import connection_of, registered, rows
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
     from pathlib import Path
 
-    from allocation.adapters.sqlite.unit_of_work import SqliteUnitOfWork
-
 pytestmark = pytest.mark.sqlite
-
-
-async def _migrate(url: str) -> None:
-    engine = database.create_engine(url)
-    try:
-        await migrations.upgrade(engine)
-    finally:
-        await engine.dispose()
-
-
-@pytest.fixture(scope="module")
-async def migrated_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A migrated file each test starts from a copy of."""
-    path = tmp_path_factory.mktemp("template") / "allocation.db"
-    await _migrate(f"sqlite+aiosqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def path(migrated_file: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "allocation.db"
-    shutil.copyfile(migrated_file, copy)
-    return copy
-
-
-@pytest.fixture
-def url(path: Path) -> str:
-    return f"sqlite+aiosqlite:///{path}"
-
-
-@pytest.fixture
-async def opened(url: str) -> AsyncIterator[SqliteDatabase]:
-    db = await SqliteDatabase.open(url, pool_size=3, read_only=False)
-    yield db
-    await db.close()
-
-
-def _registered(version: int = 1, user_id: str | None = None) -> NewEvent:
-    user_id = user_id or str(uuid.uuid4())
-    event = events.UserRegistered(
-        user_id=user_id, name="Ivan", email=f"{user_id}@example.com"
-    )
-    return NewEvent(event.stamped(aggregate_version=version), "user", user_id, version)
-
-
-def _connection(uow: SqliteUnitOfWork) -> aiosqlite.Connection:
-    """The connection a unit of work holds (taken at its first statement)."""
-    connection = uow.session._connection
-    assert connection is not None
-    return connection
-
-
-def _rows(path: Path, query: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(path) as connection:
-        return connection.execute(query).fetchall()
-
-
-@pytest.fixture
-def trips() -> Iterator[list[str]]:
-    """The names of the functions handed to aiosqlite's worker thread meanwhile."""
-    handed: list[str] = []
-    original: Callable[..., Awaitable[object]] = aiosqlite.core.Connection._execute
-
-    async def counting(self: object, fn: object, *args: object) -> object:
-        handed.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args)
-
-    aiosqlite.core.Connection._execute = counting  # type: ignore[method-assign]  # counted
-    try:
-        yield handed
-    finally:
-        aiosqlite.core.Connection._execute = original  # type: ignore[method-assign,assignment]  # restored
-
-
-# ---- the file
-
-
-async def test_a_file_in_a_missing_directory_is_named_and_not_created(
-    tmp_path: Path,
-) -> None:
-    missing = tmp_path / "missing"
-    with pytest.raises(DatabaseDirectoryMissing, match="does not exist"):
-        await SqliteDatabase.open(f"sqlite:///{missing / 'a.db'}")
-    assert not missing.exists()
-
-
-async def test_a_file_that_is_no_database_is_unavailable(tmp_path: Path) -> None:
-    garbage = tmp_path / "notes.db"
-    garbage.write_bytes(b"not a database, just some notes " * 64)
-    with pytest.raises(DatabaseUnavailable, match="not a database"):
-        await SqliteDatabase.open(f"sqlite:///{garbage}")
-
-
-async def test_a_url_with_options_is_refused(path: Path) -> None:
-    with pytest.raises(DatabaseUnavailable, match="'timeout' is not accepted"):
-        await SqliteDatabase.open(f"sqlite:///{path}?timeout=3")
-
-
-async def test_connections_use_wal_a_busy_timeout_and_foreign_keys(
-    opened: SqliteDatabase,
-) -> None:
-    async with opened.unit_of_work() as uow:
-        settings = [
-            (await uow.session.fetch_one(f"PRAGMA {name}"))[0]
-            for name in ("journal_mode", "busy_timeout", "foreign_keys", "synchronous")
-        ]
-    # synchronous=1 is NORMAL: in WAL mode a killed process loses nothing.
-    assert settings == ["wal", 15_000, 1, 1]
-
-
-async def _unprivileged(code: str) -> str:
-    """Run ``code`` in a Python whom file modes bind (root overrides them otherwise)."""
-    launcher: list[str] = []
-    if os.geteuid() == 0:
-        setpriv = shutil.which("setpriv")
-        if setpriv is None:
-            service_missing("root ignores file modes, and setpriv is missing")
-        drop = "-dac_override,-dac_read_search,-fowner"
-        launcher = [str(setpriv), "--bounding-set", drop]
-    finished = await anyio.run_process(
-        [*launcher, sys.executable, "-c", textwrap.dedent(code)]
-    )
-    return finished.stdout.decode().strip()
-
-
-@contextlib.contextmanager
-def _write_protected(target: Path) -> Iterator[None]:
-    """Take write permission on ``target`` away for the block."""
-    mode = target.stat().st_mode & 0o777
-    target.chmod(mode & ~0o222)
-    try:
-        yield
-    finally:
-        target.chmod(mode)
-
-
-_OPEN_AND_REPORT = """
-    import anyio
-    from allocation.adapters.sqlite.database import SqliteDatabase
-
-    async def main(url, read_only):
-        try:
-            db = await SqliteDatabase.open(url, read_only=read_only)
-        except Exception as error:
-            print(type(error).__name__, error)
-            return
-        async with db.unit_of_work() as uow:
-            print("read", await uow.event_log.last_position())
-        await db.close()
-
-    anyio.run(main, {url!r}, {read_only!r}, backend="asyncio")
-"""
-
-
-async def test_a_read_only_file_is_refused_for_writing_and_opens_for_reading(
-    path: Path, url: str
-) -> None:
-    with _write_protected(path):
-        writer = await _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=False))
-        reader = await _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=True))
-    assert writer.startswith("DatabaseReadOnly ")
-    assert "the file is not writable" in writer
-    assert reader == "read 0"
-
-
-async def test_a_file_in_a_read_only_directory_is_read_as_it_is(
-    path: Path, url: str
-) -> None:
-    with _write_protected(path.parent):
-        reader = await _unprivileged(_OPEN_AND_REPORT.format(url=url, read_only=True))
-        left = sorted(entry.name for entry in path.parent.iterdir())
-    assert reader == "read 0"
-    assert left == ["allocation.db"]
-
-
-async def test_a_read_only_database_refuses_writes_and_reads(
-    url: str, path: Path
-) -> None:
-    reader = await SqliteDatabase.open(url, read_only=True)
-    try:
-        async with reader.unit_of_work() as uow:
-            await uow.event_log.lock_stream("user", "u1")  # nothing to lock
-            assert await uow.event_log.read(after=0) == []
-            with pytest.raises(DatabaseReadOnly, match="opened for reading only"):
-                await uow.users_view.add("u1", "Ivan", "ivan@example.com")
-            with pytest.raises(DatabaseReadOnly):
-                await uow.event_log.append([_registered()])
-    finally:
-        await reader.close()
-    assert _rows(path, "SELECT count(*) FROM users_view") == [(0,)]
+# The fixtures each test takes, from the module they are defined in once.
+migrated_file = sqlite_fixtures.migrated_file
+opened = sqlite_fixtures.opened
+path = sqlite_fixtures.path
+url = sqlite_fixtures.url
+trips = sqlite_fixtures.trips
 
 
 # ---- trips and transactions
@@ -286,13 +89,13 @@ async def test_a_taken_claim_claims_nothing_and_keeps_the_earlier_writes(
 async def test_an_append_that_conflicts_appends_nothing_of_it(
     opened: SqliteDatabase,
 ) -> None:
-    first = _registered()
+    first = registered()
     async with opened.unit_of_work() as uow:
         await uow.event_log.append([first])
         await uow.commit()
     async with opened.unit_of_work() as uow:
-        fresh = _registered()
-        again = _registered(1, first.aggregate_id)
+        fresh = registered()
+        again = registered(1, first.aggregate_id)
         with pytest.raises(ConcurrencyConflict, match="concurrent change to user"):
             await uow.event_log.append([fresh, again])
         assert await uow.event_log.last_position() == 1
@@ -309,7 +112,7 @@ async def test_locking_twice_before_any_statement_waits_for_nobody(
     async with opened.unit_of_work() as uow:
         await uow.event_log.lock_stream("user", "u1")
         await uow.event_log.lock_log()  # the same transaction's lock: held
-        await uow.event_log.append([_registered()])
+        await uow.event_log.append([registered()])
         await uow.commit()
     async with opened.unit_of_work() as uow:
         assert await uow.event_log.last_position() == 1
@@ -320,11 +123,11 @@ async def test_a_cancelled_commit_leaves_the_connection_usable(url: str) -> None
     try:
         with anyio.CancelScope() as scope:
             async with one_connection.unit_of_work() as uow:
-                await uow.event_log.append([_registered()])
+                await uow.event_log.append([registered()])
                 scope.cancel()
                 await uow.commit()
         async with one_connection.unit_of_work() as uow:
-            await uow.event_log.append([_registered()])
+            await uow.event_log.append([registered()])
             await uow.commit()
         async with one_connection.unit_of_work() as uow:
             head = await uow.event_log.last_position()
@@ -340,7 +143,7 @@ async def test_a_cancelled_commit_leaves_the_connection_usable(url: str) -> None
 
 async def test_two_databases_on_one_file_serialise_their_writers(url: str) -> None:
     first, second = [await SqliteDatabase.open(url) for _ in range(2)]
-    early, late = _registered(), _registered()
+    early, late = registered(), registered()
     waiting = threading.Event()
 
     def tell_when_waiting(statement: str) -> None:
@@ -357,7 +160,7 @@ async def test_two_databases_on_one_file_serialise_their_writers(url: str) -> No
                     await uow.event_log.last_position()
                     # Told on its worker thread as its BEGIN starts (and waits).
                     await on_worker(
-                        _connection(uow),
+                        connection_of(uow),
                         sqlite3.Connection.set_trace_callback,
                         tell_when_waiting,
                     )
@@ -402,12 +205,12 @@ async def test_concurrent_writers_of_two_databases_lose_nothing(
         for db in databases:
             await db.close()
     total = commits_per_writer * writers_per_database * len(databases)
-    assert _rows(path, "PRAGMA integrity_check") == [("ok",)]
-    assert _rows(
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+    assert rows(
         path, "SELECT count(*), min(position), max(position) FROM event_log"
     ) == [(total, 1, total)]
-    assert _rows(path, "SELECT count(*) FROM claims") == [(total,)]
-    assert _rows(path, "SELECT count(*) FROM users_view") == [(total,)]
+    assert rows(path, "SELECT count(*) FROM claims") == [(total,)]
+    assert rows(path, "SELECT count(*) FROM users_view") == [(total,)]
 
 
 # ---- crashes
@@ -418,16 +221,16 @@ async def test_a_connection_lost_before_commit_leaves_nothing_and_is_dropped(
 ) -> None:
     async with opened.unit_of_work() as uow:
         await uow.event_log.claim([Claim("email", "lost@example.com", "u1")])
-        await uow.event_log.append([_registered()])  # written: not committed
+        await uow.event_log.append([registered()])  # written: not committed
         # The connection dies under the open transaction (a crash, in effect).
-        await on_worker(_connection(uow), sqlite3.Connection.close)
+        await on_worker(connection_of(uow), sqlite3.Connection.close)
         with pytest.raises(DatabaseUnavailable):
             await uow.commit()
     async with opened.unit_of_work() as uow:
-        await uow.event_log.append([_registered()])
+        await uow.event_log.append([registered()])
         await uow.commit()
-    assert _rows(path, "SELECT count(*) FROM event_log") == [(1,)]
-    assert _rows(path, "SELECT count(*) FROM claims") == [(0,)]
+    assert rows(path, "SELECT count(*) FROM event_log") == [(1,)]
+    assert rows(path, "SELECT count(*) FROM claims") == [(0,)]
 
 
 _KILLED_MID_TRANSACTION = """
@@ -463,8 +266,8 @@ async def test_a_process_killed_mid_transaction_leaves_nothing_half_written(
         async with survivor.unit_of_work() as uow:
             assert await uow.event_log.last_position() == 0
             assert await uow.event_log.claim_owner("email", "dead@example.com") is None
-            await uow.event_log.append([_registered()])
+            await uow.event_log.append([registered()])
             await uow.commit()
     finally:
         await survivor.close()
-    assert _rows(path, "PRAGMA integrity_check") == [("ok",)]
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]

@@ -215,7 +215,9 @@ def test_add_batch_records_batch_created() -> None:
 
     assert product.batches == [batch]
     assert product.events == [
-        events.BatchCreated(ref=batch.reference, sku=sku, qty=100, eta=TOMORROW)
+        events.BatchCreated(
+            ref=batch.reference, sku=sku, purchased_quantity=100, eta=TOMORROW
+        )
     ]
 
 

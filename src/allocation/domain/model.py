@@ -125,7 +125,7 @@ class Product(Aggregate):
             events.BatchCreated(
                 ref=batch.reference,
                 sku=batch.sku,
-                qty=batch.purchased_quantity,
+                purchased_quantity=batch.purchased_quantity,
                 eta=batch.eta,
             )
         )

@@ -67,7 +67,7 @@ class _Folded:
         product = self.products.setdefault(logged.aggregate_id, _Product())
         product.version = logged.aggregate_version
         if isinstance(event, events.BatchCreated):
-            product.batches[event.ref] = (event.qty, event.eta)
+            product.batches[event.ref] = (event.purchased_quantity, event.eta)
             product.lines.setdefault(event.ref, set())
         elif isinstance(event, events.BatchQuantityChanged):
             _, eta = product.batches.get(event.ref, (0, None))

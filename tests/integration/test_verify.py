@@ -12,7 +12,8 @@ from allocation import config, views
 from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import AllocationError
 from allocation.service_layer import services
-from allocation.service_layer.verify import SHOWN_ROWS, verify
+from allocation.service_layer.projections import SHOWN_ROWS
+from allocation.service_layer.verify import verify
 from allocation.testing import FakeUnitOfWork
 
 if TYPE_CHECKING:

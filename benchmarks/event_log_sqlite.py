@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING
 import aiosqlite
 import anyio
 from _harness import TripCounter
+from allocation.adapters.eventlog import NewEvent
 from register_user_sqlite import migrate
 
 from allocation import config
-from allocation.adapters.eventlog import NewEvent
 from allocation.bootstrap import bootstrap
 from allocation.domain import events
 from allocation.service_layer import catchup

@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
 
     from allocation.adapters.eventlog import NewEvent
+
     from allocation.service_layer.messagebus import MessageBus
 
 PRAGMAS = (

@@ -6,7 +6,8 @@ Create Date: 2026-11-29
 
 Adds ``claims`` (the unique values aggregates hold: emails, batch references) and
 ``snapshots``, fills the claims from the state tables, makes sure the log accounts
-for every product, then drops ``products``, ``batches``, ``allocations`` and
+for every product, brings the users view (inline from now on) up to the log, then
+drops ``products``, ``batches``, ``allocations`` and
 ``users``: from here on an aggregate is loaded from its events.
 
 Products whose rows predate the log (revision 0002 did not backfill them) get
@@ -84,6 +85,7 @@ def upgrade() -> None:
     now = datetime.datetime.now(datetime.UTC)
     _claim_existing(connection)
     _account_for_products(connection, now)
+    _users_view_from_the_log(connection)
     op.drop_index("ix_allocations_batch_id", table_name="allocations")
     op.drop_table("allocations")
     op.drop_index("ix_batches_sku", table_name="batches")
@@ -105,6 +107,37 @@ def _claim_existing(connection: sa.Connection) -> None:
     ]
     if rows:
         connection.execute(_claims.insert(), rows)
+
+
+def _users_view_from_the_log(connection: sa.Connection) -> None:
+    """The users view becomes inline (written by each registration's own
+    transaction): it is made current here, as catch-up would have made it, and
+    its catch-up bookkeeping goes."""
+    rows: dict[str, dict[str, str]] = {}
+    for (payload,) in connection.execute(
+        sa.select(sa.cast(sa.column("payload"), sa.Text))
+        .select_from(sa.table("event_log"))
+        .where(sa.column("name") == "user_registered")
+        .order_by(sa.column("position"))
+    ):
+        registered = json.loads(payload)
+        rows[registered["user_id"]] = {
+            "user_id": registered["user_id"],
+            "name": registered["name"],
+            "email": registered["email"],
+        }
+    view = sa.table(
+        "users_view", sa.column("user_id"), sa.column("name"), sa.column("email")
+    )
+    connection.execute(view.delete())
+    if rows:
+        connection.execute(view.insert(), list(rows.values()))
+    for bookkeeping in ("processed_messages", "subscriber_checkpoints", "dead_letters"):
+        connection.execute(
+            sa.table(bookkeeping, sa.column("subscriber"))
+            .delete()
+            .where(sa.column("subscriber") == "users_view")
+        )
 
 
 def _account_for_products(connection: sa.Connection, now: datetime.datetime) -> None:

@@ -10,18 +10,12 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import config
-from allocation.adapters import database, log_listener, migrations, orm
+from allocation.adapters import database, engines, migrations
 from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
-from allocation.adapters.console import AbstractConsole, StdoutConsole
-from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
-from allocation.adapters.notifications import (
-    AbstractNotifications,
-    ConsoleNotifications,
-    SmtpNotifications,
-)
+from allocation.adapters.console import StdoutConsole
+from allocation.adapters.notifications import ConsoleNotifications, SmtpNotifications
 from allocation.service_layer import (
     catchup,
     consumer,
@@ -36,6 +30,9 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
     from anyio.abc import TaskGroup
+
+    from allocation.service_layer.channels import AbstractConsole, AbstractNotifications
+    from allocation.service_layer.locks import SubscriberLocks
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +54,8 @@ async def bootstrap(
 
     Args:
         uow: a unit-of-work instance shared by every handler call (what tests pass),
-            or a zero-argument factory (a fresh one per call). None: a
-            SqlAlchemyUnitOfWork factory on ``settings.database_url``.
+            or a zero-argument factory (a fresh one per call). None: units of
+            work of the engine of ``settings.database_url``, on one pool.
         notifications: where emails go; by default SMTP when SMTP_HOST is set,
             else the console.
         console: where the service lines go; standard output by default.
@@ -91,10 +88,15 @@ async def bootstrap(
         )
     async with contextlib.AsyncExitStack() as stack:
         locks: SubscriberLocks | None = None
+        opened: engines.Database | None = None
         if uow is None:
-            uow_factory, locks = await _sql_unit_of_work_factory(
+            opened = await _open_database(
                 settings, check_schema, stack, read_only=read_only
             )
+            uow_factory: messagebus.UowFactory = functools.partial(
+                opened.unit_of_work, snapshot_every=settings.snapshot_every
+            )
+            locks = opened.subscriber_locks()
         elif isinstance(uow, unit_of_work.AbstractUnitOfWork):
             uow_factory = functools.partial(_same, uow)
         else:
@@ -139,7 +141,7 @@ async def bootstrap(
                     )
                 if relay and settings.broker_url:
                     _start_broker_work(
-                        task_group, stack, bus, settings, settings.broker_url
+                        task_group, stack, bus, settings, settings.broker_url, opened
                     )
                 try:
                     yield bus
@@ -161,13 +163,14 @@ def _start_broker_work(
     bus: messagebus.MessageBus,
     settings: config.Settings,
     broker_url: str,
+    opened: engines.Database | None,
 ) -> None:
     """The outbox relay (woken by commits where the database tells of them) and the
     command consumer, as background tasks."""
     publisher = RedisStreamsPublisher(broker_url, settings.broker_stream)
     stack.push_async_callback(publisher.aclose)
     wake_up = relay_service.WakeUp()
-    listener = log_listener.for_database(settings.database_url)
+    listener = None if opened is None else opened.log_listener()
     if listener is not None:
         task_group.start_soon(relay_service.keep_listening, listener, wake_up)
     task_group.start_soon(
@@ -199,31 +202,32 @@ def _start_broker_work(
     )
 
 
-async def _sql_unit_of_work_factory(
+async def _open_database(
     settings: config.Settings,
     check_schema: bool,
     stack: contextlib.AsyncExitStack,
     *,
     read_only: bool,
-) -> tuple[messagebus.UowFactory, SubscriberLocks]:
-    orm.start_mappers()
-    engine = database.create_engine(
+) -> engines.Database:
+    if check_schema:
+        await _check_schema(settings.database_url, read_only=read_only)
+    opened = await engines.open_database(
         settings.database_url,
         pool_size=settings.database_pool_size,
         read_only=read_only,
     )
-    stack.push_async_callback(engine.dispose)
-    if check_schema:
+    stack.push_async_callback(opened.close)
+    return opened
+
+
+async def _check_schema(url: str, *, read_only: bool) -> None:
+    """Refuse a database whose schema is not at head (alembic reads it through
+    SQLAlchemy, on an engine used for this alone)."""
+    engine = database.create_engine(url, pool_size=1, read_only=read_only)
+    try:
         await migrations.ensure_up_to_date(engine)
-    session_factory = async_sessionmaker(
-        engine, class_=AsyncSession, expire_on_commit=False
-    )
-    locks = (
-        PostgresSubscriberLocks(engine)
-        if engine.dialect.name == "postgresql"
-        else SubscriberLocks()
-    )
-    return functools.partial(unit_of_work.SqlAlchemyUnitOfWork, session_factory), locks
+    finally:
+        await engine.dispose()
 
 
 async def _leave_group(commands_in: RedisCommandStream) -> None:

@@ -103,6 +103,9 @@ class Settings:
     command_stream: str = "allocation:commands"
     consumer_group: str = "allocation"
     claim_idle_ms: int = 30_000
+    # Every this many events of an aggregate, its state is saved as a snapshot
+    # (0: never); the unit of work's default is the documented one.
+    snapshot_every: int = 100
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -143,6 +146,7 @@ class Settings:
             command_stream=command_stream,
             consumer_group=env.name("ALLOCATION_CONSUMER_GROUP", "allocation"),
             claim_idle_ms=env.whole("ALLOCATION_CLAIM_IDLE_MS", 30_000, 1),
+            snapshot_every=env.whole("ALLOCATION_SNAPSHOT_EVERY", 100, 0),
         )
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from allocation.domain import values
 
 if TYPE_CHECKING:
-    from allocation.adapters.read_model import AllocationRow, UserRow
+    from allocation.service_layer.ports import AllocationRow, UserRow
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 

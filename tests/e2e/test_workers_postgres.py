@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from allocation.adapters.eventlog import NewEvent
 from sqlalchemy import text
 
 from allocation import config
 from allocation.adapters import database, migrations
-from allocation.adapters.eventlog import NewEvent
 from allocation.bootstrap import bootstrap
 from allocation.domain import events
 from allocation.service_layer import catchup, services

@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING
 
 import pytest
 import redis.asyncio as redis
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import config
-from allocation.adapters import migrations, tables
-from allocation.service_layer import unit_of_work
+from allocation.adapters import database, engines, migrations, tables
+from allocation.bootstrap import bootstrap
 from allocation.testing import FakeConsole, FakeNotifications
 from tests.conftest import service_missing
 from tests.integration.store_fixtures import store, store_engine  # noqa: F401 - fixtures
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from allocation.service_layer.messagebus import MessageBus
+    from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 DEFAULT_POSTGRES_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -47,8 +48,6 @@ def anyio_backend() -> str:
 async def database_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
-    from allocation.adapters import database  # not importable on core yet
-
     if request.param == "sqlite":
         path: Path = tmp_path_factory.mktemp("sqlite") / "allocation.db"
         return f"sqlite+aiosqlite:///{path}"
@@ -60,8 +59,6 @@ async def database_url(
 
 
 async def _probe(url: str) -> None:
-    from allocation.adapters import database  # not importable on core yet
-
     engine = database.create_engine(url)
     try:
         async with engine.connect() as connection:
@@ -74,9 +71,8 @@ async def _probe(url: str) -> None:
 
 @pytest.fixture(scope="session")
 async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    """An engine on a freshly migrated database, shared by the whole session."""
-    from allocation.adapters import database  # not importable on core yet
-
+    """A SQLAlchemy engine on a freshly migrated database, shared by the session
+    (migrations and direct table access run through it)."""
     engine = database.create_engine(database_url)
     if engine.dialect.name == "postgresql":
         async with engine.begin() as connection:
@@ -97,6 +93,25 @@ async def _empty_tables(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     async with engine.begin() as connection:
         for table in reversed(tables.metadata.sorted_tables):
             await connection.execute(table.delete())
+        shadows = await connection.run_sync(
+            lambda sync: [
+                name
+                for name in inspect(sync).get_table_names()
+                if name.endswith("_shadow")
+            ]
+        )
+        for name in shadows:
+            await connection.execute(text(f"DROP TABLE {name}"))
+
+
+@pytest.fixture(scope="session")
+async def opened_database(
+    engine: AsyncEngine, database_url: str
+) -> AsyncIterator[engines.Database]:
+    """The engine's own adapters on the migrated database, shared by the session."""
+    opened = await engines.open_database(database_url, pool_size=5, read_only=False)
+    yield opened
+    await opened.close()
 
 
 @pytest.fixture
@@ -106,9 +121,9 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 @pytest.fixture
 def uow_factory(
-    session_factory: async_sessionmaker[AsyncSession],
-) -> Callable[[], unit_of_work.SqlAlchemyUnitOfWork]:
-    return lambda: unit_of_work.SqlAlchemyUnitOfWork(session_factory)
+    opened_database: engines.Database,
+) -> Callable[[], AbstractUnitOfWork]:
+    return opened_database.unit_of_work
 
 
 @pytest.fixture
@@ -128,8 +143,6 @@ async def bus(
     notifications: FakeNotifications,
     console: FakeConsole,
 ) -> AsyncIterator[MessageBus]:
-    from allocation.bootstrap import bootstrap  # not importable on core yet
-
     settings = config.Settings(database_url=database_url, retry_delay=0.01)
     async with bootstrap(
         settings=settings, notifications=notifications, console=console

@@ -16,8 +16,8 @@ from allocation.adapters.broker import (
     RedisCommandStream,
     RedisStreamsPublisher,
 )
-from allocation.adapters.exceptions import BrokerUnavailable
 from allocation.service_layer import consumer, relay, services
+from allocation.service_layer.exceptions import BrokerUnavailable
 from tests.integration.conftest import REDIS_URL
 
 if TYPE_CHECKING:

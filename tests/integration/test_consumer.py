@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import consumer
+from allocation.service_layer.exceptions import BrokerUnavailable, DatabaseUnavailable
 from tests.integration.command_stream import Commands, create_batch, in_inbox
 
 if TYPE_CHECKING:

@@ -14,11 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from allocation.adapters import database, database_errors, orm
-from allocation.adapters.exceptions import (
-    DatabaseDirectoryMissing,
-    DatabaseUnavailable,
-    DataRefused,
-)
+from allocation.adapters.exceptions import DatabaseDirectoryMissing
+from allocation.service_layer.exceptions import DatabaseUnavailable, DataRefused
 
 if TYPE_CHECKING:
     from collections.abc import Callable

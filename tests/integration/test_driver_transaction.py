@@ -12,9 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
 
 from allocation.adapters import database, postgres_driver
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.domain import model, users
 from allocation.domain.exceptions import EmailAlreadyRegistered
+from allocation.service_layer.exceptions import DatabaseUnavailable
 from allocation.service_layer.unit_of_work import SqlAlchemyUnitOfWork
 
 if TYPE_CHECKING:

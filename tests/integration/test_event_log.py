@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from allocation.adapters.eventlog import NewEvent
 from sqlalchemy import text
 
-from allocation.adapters.eventlog import NewEvent
 from allocation.domain import events, model, users
 from allocation.domain.exceptions import ConcurrencyConflict, EmailAlreadyRegistered
 from allocation.service_layer import catchup, services

@@ -11,8 +11,8 @@ from sqlalchemy import text
 
 from allocation.adapters import database
 from allocation.adapters import locks as locks_module
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine

@@ -219,20 +219,23 @@ async def test_the_allocations_view_goes_back_to_one_row_per_sku(
     await migrations.upgrade(engine)
 
 
+_A_CLAIM = text("INSERT INTO claims (kind, value, owner) VALUES ('batch', 'b1', 'LAMP')")
+
+
 async def test_a_downgrade_that_would_drop_rows_is_refused_and_changes_nothing(
     engine: AsyncEngine,
 ) -> None:
     async with engine.begin() as connection:
-        await connection.execute(text("INSERT INTO products (sku) VALUES ('LAMP')"))
+        await connection.execute(_A_CLAIM)
 
     with pytest.raises(DataWouldBeLost) as refused:
         await migrations.downgrade(engine, "base")
 
-    assert "table products (1 row)" in str(refused.value)
+    assert "table claims (1 row)" in str(refused.value)
     assert "event_log" not in str(refused.value)  # empty: nothing to lose there
     assert await migrations.current_revision(engine) == migrations.head_revision()
     async with engine.connect() as connection:
-        count = await connection.execute(text("SELECT count(*) FROM products"))
+        count = await connection.execute(text("SELECT count(*) FROM claims"))
         assert count.scalar() == 1
 
 
@@ -260,7 +263,7 @@ async def test_a_downgrade_dropping_a_column_that_holds_rows_names_it(
 
 async def test_a_downgrade_allowed_to_lose_data_goes_ahead(engine: AsyncEngine) -> None:
     async with engine.begin() as connection:
-        await connection.execute(text("INSERT INTO products (sku) VALUES ('LAMP')"))
+        await connection.execute(_A_CLAIM)
 
     await migrations.downgrade(engine, "base", allow_data_loss=True)
 

@@ -11,11 +11,11 @@ import os
 from typing import TYPE_CHECKING
 
 import pytest
+from allocation.adapters.read_model import LineState
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import views
 from allocation.adapters import database, migrations, orm
-from allocation.adapters.read_model import LineState
 from allocation.service_layer import unit_of_work
 from allocation.testing import FakeUnitOfWork
 from tests.conftest import service_missing

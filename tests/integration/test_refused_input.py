@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
 from allocation.adapters import orm
-from allocation.adapters.exceptions import UnreadableLogEntry
 from allocation.domain.exceptions import AllocationError, InvalidMessage
 from allocation.service_layer import relay, services
+from allocation.service_layer.exceptions import UnreadableLogEntry
 from allocation.service_layer.verify import verify
 from allocation.testing import FakePublisher, FakeUnitOfWork
 from tests.conftest import random_suffix

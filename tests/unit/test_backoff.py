@@ -9,9 +9,9 @@ import anyio
 import anyio.lowlevel
 
 from allocation.adapters.broker import AbstractCommandStream, Entry
-from allocation.adapters.exceptions import BrokerUnavailable
 from allocation.service_layer import consumer
 from allocation.service_layer.backoff import Outage
+from allocation.service_layer.exceptions import BrokerUnavailable
 
 if TYPE_CHECKING:
     import pytest

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from allocation.adapters import database
-from allocation.adapters.exceptions import DatabaseUnavailable
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 BASE = "postgresql+asyncpg://app:pw@h:5432/db"
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from allocation.adapters.exceptions import (
-    BrokerUnavailable,
-    DatabaseUnavailable,
-    MigrationFailed,
-)
+from allocation.adapters.exceptions import MigrationFailed
 from allocation.config import ConfigurationError
+from allocation.service_layer.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.service_layer.masking import mask_secrets, mask_url
 
 SECRET = "s3cret"

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.service_layer import relay, services
+from allocation.service_layer.exceptions import DatabaseUnavailable
 from allocation.testing import (
     FakePublisher,
     FakeUnitOfWork,
@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from allocation.adapters.eventlog import LoggedEvent
+
     from allocation.service_layer.messagebus import MessageBus
 
 

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.locks import SubscriberLocks
 from allocation.service_layer import relay, services
+from allocation.service_layer.exceptions import DatabaseUnavailable
 from allocation.testing import (
     FakePublisher,
 )
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Sequence
 
     from allocation.adapters.eventlog import LoggedEvent
+
     from allocation.service_layer.messagebus import MessageBus
 
 # Longer than any test: a pass that happens came from a ring, never from the poll.

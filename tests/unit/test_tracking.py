@@ -6,9 +6,9 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from allocation.adapters.eventlog import NewEvent
 
 from allocation import config
-from allocation.adapters.eventlog import NewEvent
 from allocation.bootstrap import bootstrap
 from allocation.domain import events, users
 from allocation.domain.exceptions import ConcurrencyConflict

@@ -12,21 +12,24 @@ of the others.
 
 from __future__ import annotations
 
-import abc
 import contextlib
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as redis
 from redis import exceptions as redis_errors
 
-from allocation.adapters.exceptions import BrokerRefused, BrokerUnavailable
+from allocation.service_layer.channels import (
+    DEFAULT_STREAM,
+    AbstractCommandStream,
+    AbstractPublisher,
+    Entry,
+)
+from allocation.service_layer.exceptions import BrokerRefused, BrokerUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping, Sequence
 
-    from allocation.adapters.eventlog import LoggedEvent
-
-DEFAULT_STREAM = "allocation:events"
+    from allocation.service_layer.ports import LoggedEvent
 
 
 def entry_fields(logged: LoggedEvent) -> dict[str, str]:
@@ -68,24 +71,6 @@ async def translated_errors(url: str) -> AsyncIterator[None]:
         raise BrokerRefused(url, str(error) or type(error).__name__) from error
 
 
-class AbstractPublisher(abc.ABC):
-    """Port for publishing logged events to a broker, in the order given.
-
-    Attributes:
-        destination: where the events go (a stream); the relay keeps one checkpoint
-            per destination, so a new one receives the whole log.
-    """
-
-    destination: str = DEFAULT_STREAM
-
-    @abc.abstractmethod
-    async def publish(self, batch: Sequence[LoggedEvent]) -> None:
-        """Publish every event of ``batch``, or raise BrokerUnavailable."""
-
-    async def aclose(self) -> None:  # noqa: B027 - most publishers hold nothing
-        """Release connections."""
-
-
 class RedisStreamsPublisher(AbstractPublisher):
     """XADDs a batch in one pipelined round trip."""
 
@@ -112,20 +97,6 @@ class RedisStreamsPublisher(AbstractPublisher):
         await self._client.aclose()
 
 
-class Entry(NamedTuple):
-    """One stream entry: its id, its fields as text, and its fields as read.
-
-    ``undecodable`` names the fields whose name or value is not UTF-8 (they are
-    missing from ``fields``); ``raw`` is the entry as the broker holds it, so a dead
-    letter keeps it byte for byte (None: ``fields`` is all there was).
-    """
-
-    entry_id: str
-    fields: dict[str, str]
-    undecodable: tuple[str, ...] = ()
-    raw: Mapping[bytes, bytes] | None = None
-
-
 def decode_entry(entry_id: bytes | str, raw: Mapping[bytes, bytes] | None) -> Entry:
     """An entry read as bytes, decoded field by field; fields never raise."""
     fields: dict[str, str] = {}
@@ -144,34 +115,6 @@ def raw_fields(entry: Entry) -> dict[bytes, bytes]:
     if entry.raw is not None:
         return dict(entry.raw)
     return {key.encode(): value.encode() for key, value in entry.fields.items()}
-
-
-class AbstractCommandStream(abc.ABC):
-    """Port for the stream of commands other services send us (consumer group)."""
-
-    @abc.abstractmethod
-    async def read(self, *, count: int, block_ms: int) -> list[Entry]:
-        """Entries for this consumer, in stream order: first those it read before and
-        has not acknowledged (a pass that stopped early), else new ones (none after
-        ``block_ms``)."""
-
-    @abc.abstractmethod
-    async def reclaim(self, *, idle_ms: int, count: int) -> list[Entry]:
-        """Entries another consumer read but never acknowledged, idle that long."""
-
-    @abc.abstractmethod
-    async def ack(self, entry_id: str) -> None:
-        """Acknowledge an entry: handled, or dead-lettered."""
-
-    @abc.abstractmethod
-    async def dead_letter(self, entry: Entry, reason: str) -> None:
-        """Move an entry that cannot be handled to the dead-letter stream, with why:
-        its original fields, ``reason`` and ``original_id``; acknowledged at once."""
-
-    async def leave(self) -> bool:
-        """Leave the consumer group unless entries read here are still unacknowledged
-        (they stay for another consumer to reclaim); say whether it left."""
-        return True
 
 
 class RedisCommandStream(AbstractCommandStream):

@@ -2,17 +2,10 @@
 
 from __future__ import annotations
 
-import abc
 import os
 import sys
 
-
-class AbstractConsole(abc.ABC):
-    """Port for human-readable progress lines."""
-
-    @abc.abstractmethod
-    def write(self, line: str) -> None:
-        """Show one line."""
+from allocation.service_layer.channels import AbstractConsole
 
 
 class StdoutConsole(AbstractConsole):

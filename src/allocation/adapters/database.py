@@ -1,11 +1,14 @@
-"""Engines for SQLite (aiosqlite) and PostgreSQL (asyncpg), and driver-error translation.
+"""SQLAlchemy engines, for what runs through SQLAlchemy: migrations and the schema check.
 
-Asyncio only, like the drivers underneath.
+Asyncio only, like the drivers underneath. The application's own work runs on each
+engine's package (``adapters.sqlite``, ``adapters.postgres``); this module also holds
+the URL rules they share.
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,17 +16,16 @@ from sqlalchemy import event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from allocation.adapters import database_errors, postgres_driver, sqlite_driver
+from allocation.adapters import database_errors
 from allocation.adapters.exceptions import (
     DatabaseDirectoryMissing,
     DatabaseFileUnusable,
     DatabaseReadOnly,
-    DatabaseUnavailable,
 )
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL, Connection
-    from sqlalchemy.pool import PoolResetState
 
 # Execution option that makes a SQLite transaction begin DEFERRED (a reader that does
 # not hold the write lock); every other transaction begins IMMEDIATE.
@@ -91,9 +93,9 @@ def create_engine(
 ) -> AsyncEngine:
     """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys.
 
-    Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers. SQLite
-    runs through our one-trip aiosqlite adapter (see ``sqlite_driver``); PostgreSQL
-    holds at most ``pool_size`` connections (SQLAlchemy's 5 + 10 overflow without).
+    Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers;
+    PostgreSQL holds at most ``pool_size`` connections (SQLAlchemy's 5 + 10
+    overflow without).
 
     ``read_only`` opens the database for reading only (SQLite ``mode=ro``,
     PostgreSQL read-only transactions), which works on a file the process may not
@@ -112,15 +114,10 @@ def create_engine(
     try:
         if url.startswith("sqlite+aiosqlite:"):
             open_options = _sqlite_open_options(make_url(url).database, read_only)
-            # Our UoW always ends its transaction, so the pool's unconditional
-            # rollback on return is replaced by one that runs only when needed.
-            options = {
-                "module": sqlite_driver.dbapi(open_options),
-                "pool_reset_on_return": None,
-            }
+            if open_options:
+                target = sqlite_uri(make_url(url).database or "", open_options)
+                options["connect_args"] = {"uri": True}
         elif url.startswith("postgresql+asyncpg:"):
-            # The transactions are begun on the driver by postgres_driver's hooks.
-            options = {"isolation_level": "AUTOCOMMIT"}
             target, connect_args = postgres_connect_options(url)
             if read_only:
                 connect_args["server_settings"] = {
@@ -153,11 +150,13 @@ def create_engine(
         )
         event.listen(engine.sync_engine, "connect", prepare)
         event.listen(engine.sync_engine, "begin", _begin_sqlite_transaction)
-        if "module" in options:
-            event.listen(engine.sync_engine, "reset", _reset_sqlite_connection)
-    elif "isolation_level" in options:
-        postgres_driver.install(engine)
     return engine
+
+
+def sqlite_uri(path: str, open_options: dict[str, str]) -> str:
+    """A SQLAlchemy URL opening the file at ``path`` with SQLite URI parameters."""
+    query = urllib.parse.urlencode(open_options)
+    return f"sqlite+aiosqlite:///file:{urllib.parse.quote(path)}?{query}&uri=true"
 
 
 def _sqlite_open_options(database: str | None, read_only: bool) -> dict[str, str]:
@@ -237,15 +236,4 @@ def _begin_sqlite_transaction(connection: Connection) -> None:
     # busy timeout instead of failing halfway with SQLITE_BUSY.
     read_only = connection.get_execution_options().get(READ_ONLY, False)
     mode = "DEFERRED" if read_only else "IMMEDIATE"
-    dbapi_connection = connection.connection.dbapi_connection
-    if isinstance(dbapi_connection, sqlite_driver.OneTripConnection):
-        dbapi_connection.begin(mode)
-    else:
-        connection.exec_driver_sql(f"BEGIN {mode}")
-
-
-def _reset_sqlite_connection(
-    dbapi_connection: Any, _record: object, reset_state: PoolResetState
-) -> None:
-    if not reset_state.terminate_only and dbapi_connection.in_transaction:
-        dbapi_connection.rollback()
+    connection.exec_driver_sql(f"BEGIN {mode}")

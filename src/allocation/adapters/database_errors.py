@@ -16,12 +16,12 @@ import asyncpg
 from sqlalchemy import exc
 from sqlalchemy.orm.exc import StaleDataError
 
-from allocation.adapters.exceptions import DatabaseUnavailable, DataRefused
 from allocation.domain.exceptions import (
     AlreadyProcessed,
     ConcurrencyConflict,
     EmailAlreadyRegistered,
 )
+from allocation.service_layer.exceptions import DatabaseUnavailable, DataRefused
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Iterator

@@ -19,6 +19,7 @@ import anyio
 import asyncpg
 
 from allocation.adapters import database_errors
+from allocation.service_layer.locks import SubscriberLocks
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -26,23 +27,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 logger = logging.getLogger(__name__)
-
-
-class SubscriberLocks:
-    """In-process locks, one per subscriber name (core: asyncio and trio)."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, anyio.Lock] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, subscriber: str) -> AsyncIterator[bool]:
-        """Yield True while this pass owns ``subscriber``; False if someone else does."""
-        lock = self._locks.setdefault(subscriber, anyio.Lock())
-        if lock.locked():
-            yield False
-            return
-        async with lock:
-            yield True
 
 
 class PostgresSubscriberLocks(SubscriberLocks):

@@ -18,8 +18,8 @@ import asyncpg
 from sqlalchemy.engine import make_url
 
 from allocation.adapters import database, database_errors
-from allocation.adapters.exceptions import DatabaseUnavailable
 from allocation.adapters.postgres_driver import LOG_CHANNEL
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable

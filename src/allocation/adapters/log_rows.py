@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
-from allocation.adapters.exceptions import UnreadableLogEntry
 from allocation.domain import events, messages
 from allocation.domain.exceptions import AllocationError, InvalidMessage
+from allocation.service_layer.exceptions import UnreadableLogEntry
 from allocation.service_layer.ports import DeadLetter, LoggedEvent
 
 if TYPE_CHECKING:

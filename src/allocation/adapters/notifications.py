@@ -2,44 +2,20 @@
 
 from __future__ import annotations
 
-import abc
 import dataclasses
 import email.message
 import logging
 
 import aiosmtplib
 
-from allocation.adapters.console import AbstractConsole, StdoutConsole
+from allocation.adapters.console import StdoutConsole
+from allocation.service_layer.channels import (
+    AbstractConsole,
+    AbstractNotifications,
+    Email,
+)
 
 logger = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Email:
-    """An email to send.
-
-    Attributes:
-        subject: the subject line.
-        body: the plain-text body.
-        console_line: how the console stand-in announces it, e.g. the article's
-            ``[Email Service] Отправка приветственного письма на ...``.
-        idempotency_key: the same on every delivery of the same email (built from
-            the event's message id); SMTP sends it as the Message-ID, by which
-            mail systems recognise a duplicate.
-    """
-
-    subject: str
-    body: str
-    console_line: str
-    idempotency_key: str | None = None
-
-
-class AbstractNotifications(abc.ABC):
-    """Port for messages to people."""
-
-    @abc.abstractmethod
-    async def send(self, destination: str, message: Email) -> None:
-        """Deliver ``message`` to ``destination`` (an email address)."""
 
 
 class ConsoleNotifications(AbstractNotifications):

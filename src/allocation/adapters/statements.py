@@ -62,7 +62,7 @@ def compile_for(
         column_keys=list(column_keys) if column_keys is not None else None,
     )
     names = tuple(compiled.positiontup or ())
-    bind_processors = compiled._bind_processors  # noqa: SLF001 - the dialect's own conversions
+    bind_processors = compiled._bind_processors
     return Statement(
         sql=compiled.string,
         names=names,

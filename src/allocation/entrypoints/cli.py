@@ -20,6 +20,7 @@ from allocation.domain.exceptions import AllocationError, EmailAlreadyRegistered
 from allocation.entrypoints import (
     cli_args,
     cli_broker,
+    cli_history,
     cli_log,
     cli_messages,
     console_logging,
@@ -151,6 +152,7 @@ def _build_parser() -> argparse.ArgumentParser:
     allocations = commands.add_parser("allocations", help="show an order's allocations")
     allocations.add_argument("orderid", metavar="ORDERID", help="the order's id")
     cli_log.add_parsers(commands)
+    cli_history.add_parsers(commands)
     cli_messages.add_parsers(commands)
     cli_broker.add_parsers(commands)
 
@@ -283,6 +285,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "allocations": _allocations,
     "completion": _completion,
     **cli_log.ACTIONS,
+    **cli_history.ACTIONS,
     **cli_messages.ACTIONS,
     **cli_broker.ACTIONS,
 }

@@ -19,7 +19,7 @@ from allocation import config
 from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import shorten
 from allocation.entrypoints import cli_args
-from allocation.service_layer import catchup
+from allocation.service_layer import catchup, rebuild
 from allocation.service_layer.masking import mask_url
 from allocation.service_layer.verify import verify
 from allocation.testing import FakeUnitOfWork
@@ -27,7 +27,7 @@ from allocation.testing import FakeUnitOfWork
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator
 
-    from allocation.adapters.eventlog import LoggedEvent
+    from allocation.service_layer.ports import LoggedEvent
 
 
 def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
@@ -74,11 +74,19 @@ def add_parsers(commands: argparse._SubParsersAction[Any]) -> None:
     discard = letters_actions.add_parser("discard", help="give up on one for good")
     discard.add_argument("id", type=dead_letter_id, metavar="ID", help=id_help)
 
-    replay = commands.add_parser("replay", help="rebuild a read model from the log")
+    replay = commands.add_parser(
+        "replay",
+        help="rebuild a read model from the log beside the live one, compare, swap",
+    )
     replay.add_argument(
         "subscriber",
         metavar="SUBSCRIBER",
         help="the read model's name: allocations_view or users_view",
+    )
+    replay.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="only report how the live read model differs from the rebuild",
     )
 
     commands.add_parser("verify", help="compare the folded log with the stored state")
@@ -188,8 +196,21 @@ async def _replay(args: argparse.Namespace) -> int:
     with _progress("replay") as show:
         shown = None if show is None else functools.partial(show, args.subscriber)
         async with bootstrap(catch_up=False) as bus:
-            applied = await catchup.replay(bus, args.subscriber, progress=shown)
-    print(f"replayed {args.subscriber}: {_count(applied, 'event')} applied")
+            replayed = await rebuild.replay(
+                bus, args.subscriber, dry_run=args.dry_run, progress=shown
+            )
+    for line in replayed.differences:
+        print(line)
+    agreed = (
+        "the live read model agreed"
+        if not replayed.differences
+        else ("the live read model differed (above)")
+    )
+    action = "nothing swapped (dry run)" if args.dry_run else "swapped in"
+    print(
+        f"replayed {args.subscriber}: {_count(replayed.applied, 'event')} applied;"
+        f" {agreed}; {action}"
+    )
     return 0
 
 

@@ -1,8 +1,7 @@
-"""Catch-up and replay: deliver from the event log what subscribers have not handled.
+"""Catch-up: deliver from the event log what subscribers have not handled.
 
 The bus delivers events right after their commit (the fast path). Whatever that
-missed (the process died, a handler was dead-lettered and retried, a projection is
-rebuilt) is found here by reading the log from each subscriber's checkpoint, in log
+missed (the process died, a handler was dead-lettered and retried) is found here by reading the log from each subscriber's checkpoint, in log
 order and in batches, so memory does not grow with the log.
 """
 
@@ -17,16 +16,14 @@ import anyio
 from allocation.domain.exceptions import AlreadyProcessed
 from allocation.service_layer.backoff import Outage
 from allocation.service_layer.exceptions import (
-    SubscriberBusy,
     UnknownDeadLetter,
-    UnknownSubscriber,
 )
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
 
-    from allocation.adapters.eventlog import DeadLetter, LoggedEvent
     from allocation.service_layer.messagebus import MessageBus, Subscriber
+    from allocation.service_layer.ports import DeadLetter, LoggedEvent
     from allocation.service_layer.projections import Projection
 
 logger = logging.getLogger(__name__)
@@ -89,33 +86,6 @@ async def keep_catching_up(
             wait = interval
             if delivered:
                 logger.info("catch-up delivered %d events", delivered)
-
-
-async def replay(
-    bus: MessageBus,
-    name: str,
-    *,
-    batch_size: int = 1000,
-    progress: Callable[[int, int], None] | None = None,
-) -> int:
-    """Rebuild the projection ``name`` from the whole log; returns events applied.
-
-    It empties the read model and forgets what it had handled, then applies every
-    event in log order. Interrupted, it can simply be run again. ``progress``, when
-    given, is called as catch_up's is, without the name.
-    """
-    projection = bus.projections.get(name)
-    if projection is None:
-        raise UnknownSubscriber(name, known=sorted(bus.projections))
-    async with bus.locks.hold(name) as held:
-        if not held:
-            raise SubscriberBusy(name)
-        async with bus.uow_factory() as uow:
-            await projection.clear(uow)
-            await uow.event_log.forget(name)
-            await uow.event_log.set_checkpoint(name, 0)
-            await uow.commit()
-        return await _catch_up_projection(bus, projection, batch_size, progress)
 
 
 async def retry_dead_letter(bus: MessageBus, dead_letter_id: int) -> DeadLetter | None:

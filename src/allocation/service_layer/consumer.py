@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from allocation.adapters.exceptions import BrokerUnavailable, DatabaseUnavailable
 from allocation.domain import commands, messages, values
 from allocation.domain.exceptions import (
     AllocationError,
@@ -29,11 +28,12 @@ from allocation.domain.exceptions import (
 )
 from allocation.service_layer import masking
 from allocation.service_layer.backoff import Outage
+from allocation.service_layer.exceptions import BrokerUnavailable, DatabaseUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Collection
 
-    from allocation.adapters.broker import AbstractCommandStream, Entry
+    from allocation.service_layer.channels import AbstractCommandStream, Entry
     from allocation.service_layer.messagebus import MessageBus
 
 logger = logging.getLogger(__name__)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from allocation.adapters.notifications import Email
 from allocation.domain import commands, events, model, users
 from allocation.domain.exceptions import BatchAlreadyExists
+from allocation.service_layer.channels import Email
 from allocation.service_layer.exceptions import InvalidSku, UnknownBatch
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from allocation.adapters.console import AbstractConsole
-    from allocation.adapters.notifications import AbstractNotifications
+    from allocation.service_layer.channels import AbstractConsole, AbstractNotifications
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 

@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
-from allocation.adapters.locks import SubscriberLocks
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
 from allocation.service_layer import eager, masking
 from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
+from allocation.service_layer.locks import SubscriberLocks
 from allocation.service_layer.unit_of_work import Handling, handling
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class MessageBus:
         locks: SubscriberLocks | None = None,
     ) -> None:
         self.uow_factory = uow_factory
-        # Which catch-up pass owns which subscriber (see adapters/locks.py).
+        # Which catch-up pass owns which subscriber (see service_layer/locks.py).
         self.locks = locks or SubscriberLocks()
         self._dependencies = dict(dependencies or {})
         self._retry = retry or RetryPolicy()

@@ -114,12 +114,16 @@ class AbstractEventStore(abc.ABC):
         """One aggregate's events past ``after_version`` (up to ``up_to_version``),
         by version."""
 
-    async def lock_stream(self, aggregate_type: str, aggregate_id: str) -> None:
+    async def lock_stream(self, aggregate_type: str, aggregate_id: str) -> None:  # noqa: B027 - most engines have nothing to do
         """Make this transaction the only writer of the stream until it ends.
 
         Writers of one aggregate then queue instead of losing the version race;
         an engine whose write transactions are serialised anyway has nothing to do.
         """
+
+    async def lock_log(self) -> None:  # noqa: B027 - most engines have nothing to do
+        """Hold back every other append until this transaction ends (a replay's
+        final step: nothing may commit between its last read and its swap)."""
 
     @abc.abstractmethod
     async def stream_ids(self, aggregate_type: str) -> list[str]:

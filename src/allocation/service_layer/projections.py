@@ -14,8 +14,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
-from allocation.service_layer.ports import LineState
 from allocation.domain import events
+from allocation.domain.exceptions import shorten
+from allocation.service_layer.ports import LineState
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -183,4 +184,39 @@ USERS_VIEW = Projection(
     inline=True,
 )
 PROJECTIONS = (ALLOCATIONS_VIEW, USERS_VIEW)
-INLINE_PROJECTIONS = tuple(projection for projection in PROJECTIONS if projection.inline)
+INLINE_PROJECTIONS = tuple(
+    projection for projection in PROJECTIONS if projection.inline
+)
+
+
+# A difference report shows this many rows, then how many more differ.
+SHOWN_ROWS = 5
+
+
+def compare_rows(name: str, *, stored: Rows, replayed: Rows) -> list[str]:
+    """One line per row of read model ``name`` that differs between what is stored
+    and what the replayed log gives (the first few), then how many more differ."""
+    differing = sorted(
+        (
+            key
+            for key in stored.keys() | replayed.keys()
+            if stored.get(key) != replayed.get(key)
+        ),
+        key=repr,
+    )
+    problems = []
+    for key in differing[:SHOWN_ROWS]:
+        have, want = stored.get(key), replayed.get(key)
+        found = "missing" if have is None else f"stored {_show(have)}"
+        expected = "has no such row" if want is None else f"gives {_show(want)}"
+        problems.append(f"{name} {_show(key)}: {found}; the replayed log {expected}")
+    if len(differing) > SHOWN_ROWS:
+        problems.append(
+            f"{name}: {len(differing) - SHOWN_ROWS} more rows differ from the"
+            " replayed log"
+        )
+    return problems
+
+
+def _show(values: NamedValues) -> str:
+    return " ".join(f"{column}={shorten(value)}" for column, value in values)

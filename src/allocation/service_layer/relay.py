@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
-from allocation.adapters.broker import DEFAULT_STREAM
 from allocation.service_layer.backoff import Outage
+from allocation.service_layer.channels import DEFAULT_STREAM
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from allocation.adapters.broker import AbstractPublisher
+    from allocation.service_layer.channels import AbstractPublisher
     from allocation.service_layer.messagebus import MessageBus
 
 logger = logging.getLogger(__name__)

@@ -13,8 +13,11 @@ import logging
 from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from allocation.domain import events, model, users, values
-from allocation.domain.exceptions import AllocationError, BatchAlreadyExists
-from allocation.domain.exceptions import EmailAlreadyRegistered
+from allocation.domain.exceptions import (
+    AllocationError,
+    BatchAlreadyExists,
+    EmailAlreadyRegistered,
+)
 from allocation.service_layer.ports import Claim, Snapshot
 
 if TYPE_CHECKING:
@@ -49,7 +52,7 @@ def snapshot_of(aggregate: Aggregate) -> Snapshot:
 class Repository(Generic[AggregateT]):
     """The event-sourced collection of one aggregate type."""
 
-    aggregate_class: ClassVar[type[model.Product] | type[users.User]]
+    aggregate_class: ClassVar[type[model.Product | users.User]]
 
     def __init__(self, store: AbstractEventStore) -> None:
         self._store = store
@@ -154,7 +157,9 @@ class ProductRepository(Repository[model.Product]):
         return []
 
     def claim_taken(self, claim: Claim) -> AllocationError | None:
-        return BatchAlreadyExists(claim.value) if claim.kind == BATCH_REFERENCE else None
+        return (
+            BatchAlreadyExists(claim.value) if claim.kind == BATCH_REFERENCE else None
+        )
 
 
 class UserRepository(Repository[users.User]):

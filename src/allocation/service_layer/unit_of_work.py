@@ -113,7 +113,7 @@ class AbstractUnitOfWork(abc.ABC):
         self._committed_events: list[events.Event] = []
         self.snapshot_every = snapshot_every
         if inline_projections is None:
-            from allocation.service_layer import projections  # noqa: PLC0415 - it imports this module
+            from allocation.service_layer import projections
 
             inline_projections = projections.INLINE_PROJECTIONS
         self.inline_projections = tuple(inline_projections)
@@ -136,7 +136,7 @@ class AbstractUnitOfWork(abc.ABC):
             try:
                 await self.rollback()
             finally:
-                self._restore_live_views()
+                self.restore_live_views()
                 await self._close()
 
     async def commit(self) -> None:
@@ -225,7 +225,8 @@ class AbstractUnitOfWork(abc.ABC):
     def _opened(self) -> bool:
         return "products" in self.__dict__
 
-    def _restore_live_views(self) -> None:
+    def restore_live_views(self) -> None:
+        """Point the read-model attributes back at the live tables."""
         for attribute, view in self._live_views.items():
             setattr(self, attribute, view)
         self._live_views.clear()
@@ -299,7 +300,7 @@ class AbstractUnitOfWork(abc.ABC):
     async def _rollback(self) -> None:
         """Roll back the transaction, if one is open."""
 
-    async def _close(self) -> None:
+    async def _close(self) -> None:  # noqa: B027 - an in-memory one holds nothing
         """Release what ``_start`` took (a pooled connection)."""
 
     @abc.abstractmethod

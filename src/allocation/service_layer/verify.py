@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     import datetime
     from collections.abc import Collection, Sequence
 
-    from allocation.adapters.eventlog import LoggedEvent
+    from allocation.service_layer.ports import LoggedEvent
     from allocation.service_layer.projections import NamedValues, Projection, Rows
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 

@@ -214,18 +214,21 @@ def _iso_date(value: Any) -> str:
 
 
 def _product_state(sku: str, batches: list[dict[str, Any]]) -> dict[str, Any]:
+    # Product.snapshot_state() as of SNAPSHOT_VERSION 1: batches by reference,
+    # each with its lines sorted.
     return {
-        "sku": sku,
-        "batches": [
-            {
-                **batch,
+        "batches": {
+            batch["reference"]: {
+                "sku": sku,
+                "purchased_quantity": batch["purchased_quantity"],
+                "eta": batch["eta"],
                 "allocations": sorted(
                     batch["allocations"],
                     key=lambda line: (line["orderid"], line["sku"], line["qty"]),
                 ),
             }
             for batch in sorted(batches, key=lambda batch: batch["reference"])
-        ],
+        }
     }
 
 

@@ -16,13 +16,15 @@ import dataclasses
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any, Self
 
-from allocation.adapters.broker import AbstractPublisher
-from allocation.adapters.console import AbstractConsole
-from allocation.adapters.notifications import AbstractNotifications
 from allocation.memory.store import FakeEventStore
 from allocation.memory.transaction import Transaction
 from allocation.memory.views import FakeAllocationsView, FakeUsersView
 from allocation.service_layer import repository
+from allocation.service_layer.channels import (
+    AbstractConsole,
+    AbstractNotifications,
+    AbstractPublisher,
+)
 from allocation.service_layer.exceptions import BrokerUnavailable
 from allocation.service_layer.unit_of_work import (
     DEFAULT_SNAPSHOT_EVERY,
@@ -34,10 +36,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
     from types import TracebackType
 
-    from allocation.adapters.eventlog import LoggedEvent
-    from allocation.adapters.notifications import Email
     from allocation.domain import events
     from allocation.memory.views import _TableView
+    from allocation.service_layer.channels import Email
+    from allocation.service_layer.ports import LoggedEvent
     from allocation.service_layer.projections import Projection
 
 __all__ = [

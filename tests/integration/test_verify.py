@@ -12,7 +12,8 @@ from allocation import config, views
 from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import AllocationError
 from allocation.service_layer import services
-from allocation.service_layer.verify import SHOWN_ROWS, verify
+from allocation.service_layer.projections import SHOWN_ROWS
+from allocation.service_layer.verify import verify
 from allocation.testing import FakeUnitOfWork
 
 if TYPE_CHECKING:
@@ -34,6 +35,11 @@ async def _order_with_two_chair_lines(bus: MessageBus) -> None:
 async def _tamper(engine: AsyncEngine, statement: str) -> None:
     async with engine.begin() as connection:
         await connection.execute(text(statement))
+
+
+async def _scalar(engine: AsyncEngine, query: str) -> object:
+    async with engine.connect() as connection:
+        return await connection.scalar(text(query))
 
 
 async def test_the_allocations_view_keeps_every_line_of_an_order(
@@ -170,3 +176,65 @@ async def test_verify_reads_through_a_read_only_database(
         problems = await verify(reader.uow_factory(), scratch=FakeUnitOfWork())
 
     assert problems == []
+
+
+async def test_verify_names_a_tampered_batch_quantity(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(
+        engine, "UPDATE batches SET purchased_quantity = 7 WHERE reference = 's1'"
+    )
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        (
+            "product CHAIR: stored batches['s1']['purchased_quantity']=7; the log's"
+            " fold gives 3"
+        )
+    ]
+
+
+async def test_verify_names_a_line_missing_from_a_stored_batch(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(engine, "DELETE FROM allocations WHERE qty = 3")
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        (
+            "product CHAIR: stored batches['s1']['allocations'] lacks"
+            " [{'orderid': 'ox', 'sku': 'CHAIR', 'qty': 3}] of the log's fold"
+        )
+    ]
+
+
+async def test_verify_names_the_event_after_a_gap_in_a_stream(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(
+        engine,
+        "DELETE FROM event_log WHERE name = 'batch_created' AND aggregate_version = 2",
+    )
+    position = await _scalar(
+        engine, "SELECT position FROM event_log WHERE aggregate_version = 3"
+    )
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        f"product CHAIR: event at position {position} has version 3, expected 2"
+    ]
+
+
+async def test_verify_reports_events_of_an_aggregate_type_the_domain_lacks(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    user_id = await services.register_user(bus, "Ann", "ann@example.com")
+    await _tamper(engine, "UPDATE event_log SET aggregate_type = 'customer'")
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        (
+            "aggregate type 'customer': 1 event(s) in the log, but the domain has no"
+            " such aggregate to fold them"
+        ),
+        f"user {user_id}: stored but has no events in the log",
+    ]

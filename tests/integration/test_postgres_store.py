@@ -180,6 +180,44 @@ async def test_a_connection_killed_mid_transaction_leaves_nothing(
         await database.close()
 
 
+async def test_leaving_after_the_connection_was_killed_raises_only_ones_own_error(
+    admin: Any,
+) -> None:
+    database = await PostgresDatabase.open(URL, pool_size=1)
+
+    async def fail_after_losing_the_connection() -> None:
+        async with database.unit_of_work() as uow:
+            await uow.users_view.add("u1", "Ivan", "kill@example.com")
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                " AND state = 'idle in transaction'"
+            )
+            with anyio.fail_after(10):
+                while True:
+                    if _given_back_by_asyncpg(uow):
+                        break
+                    await anyio.sleep(0.01)
+            raise LookupError("the caller's own")
+
+    try:
+        with pytest.raises(LookupError):
+            await fail_after_losing_the_connection()
+        async with database.unit_of_work() as uow:
+            assert await uow.users_view.all_rows() == []
+    finally:
+        await database.close()
+
+
+def _given_back_by_asyncpg(uow: PostgresUnitOfWork) -> bool:
+    """Whether asyncpg saw the unit of work's connection close and gave it back to
+    the pool by itself (its proxy then refuses every call): nothing public says."""
+    session = uow._session
+    assert session is not None
+    proxy: Any = session._connection
+    return proxy._con is None
+
+
 async def test_a_cancelled_unit_of_work_hands_back_no_half_used_connection(
     admin: Any,
 ) -> None:

@@ -113,9 +113,14 @@ class Session:
         if not self._begun:
             return
         self._begun = False
-        if self._broken or self._connection.is_closed():
+        if self._broken:
             return
         try:
+            # A connection the server closed may be back in the pool already
+            # (asyncpg returns it by itself): then even asking fails.
+            if self._connection.is_closed():
+                self._broken = True
+                return
             with self._guard:
                 await self._connection.execute("ROLLBACK")
         except (DatabaseUnavailable, *errors.DRIVER_ERRORS):

@@ -267,6 +267,18 @@ def _write_history(
     ]
     if not payloads:
         return
+    # The view's rows of these lines now have events: they take their versions,
+    # as catch-up would give them.
+    for version, (name, payload) in enumerate(payloads, 1):
+        if name == "allocated":
+            connection.execute(
+                sa.text(
+                    "UPDATE allocations_view SET version = :version"
+                    " WHERE orderid = :orderid AND sku = :sku AND qty = :qty"
+                    " AND batchref = :batchref AND version < :version"
+                ),
+                {**payload, "version": version},
+            )
     connection.execute(
         _log.insert(),
         [

@@ -147,7 +147,9 @@ def user_registered(user_id: str, version: int = 1) -> NewEvent:
 
 def batch_created(sku: str, version: int, ref: str | None = None) -> NewEvent:
     """A new event of a product's stream at ``version``."""
-    event = events.BatchCreated(ref=ref or f"{sku}-b{version}", sku=sku, qty=10)
+    event = events.BatchCreated(
+        ref=ref or f"{sku}-b{version}", sku=sku, purchased_quantity=10
+    )
     return NewEvent(
         event=event.stamped(aggregate_version=version),
         aggregate_type="product",

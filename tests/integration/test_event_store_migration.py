@@ -76,7 +76,9 @@ async def _populate_revision_0004(engine: AsyncEngine) -> None:
             _LOG.insert(),
             [
                 _logged(1, "batch_created", ref="t1", sku="TABLE", qty=20, eta=None),
-                _logged(2, "allocated", orderid="o1", sku="TABLE", qty=2, batchref="t1"),
+                _logged(
+                    2, "allocated", orderid="o1", sku="TABLE", qty=2, batchref="t1"
+                ),
             ],
         )
 

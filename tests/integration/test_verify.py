@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import text
@@ -11,13 +13,13 @@ from sqlalchemy import text
 from allocation import config, views
 from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import AllocationError
-from allocation.service_layer import services
+from allocation.service_layer import repository, services
 from allocation.service_layer.projections import SHOWN_ROWS
 from allocation.service_layer.verify import verify
 from allocation.testing import FakeUnitOfWork
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -114,17 +116,29 @@ async def test_verify_names_a_tampered_user_row(
     ]
 
 
-async def test_verify_sees_a_stored_email_whose_case_was_changed(
+async def test_verify_sees_a_claimed_email_whose_case_was_changed(
     bus: MessageBus, engine: AsyncEngine
 ) -> None:
-    """Regression: loading a user normalised its email again, hiding the change."""
-    await services.register_user(bus, "Ann", "ann@example.com")
-    await _tamper(engine, "UPDATE users SET email = 'ANN@example.com'")
+    """Regression: a changed email in stored state was hidden by normalising it."""
+    user_id = await services.register_user(bus, "Ann", "ann@example.com")
+    await _tamper(engine, "UPDATE claims SET value = 'ANN@example.com'")
 
     problems = await verify(bus.uow_factory(), scratch=FakeUnitOfWork())
 
-    assert len(problems) == 1
-    assert "ANN@example.com" in problems[0]
+    assert problems == [
+        f"claim email 'ann@example.com': missing; the log's fold gives '{user_id}'"
+    ]
+
+
+async def test_verify_names_a_claim_held_by_another_aggregate(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(engine, "UPDATE claims SET owner = 'TABLE' WHERE value = 's1'")
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        "claim batch 's1': held by 'TABLE'; the log's fold gives 'CHAIR'"
+    ]
 
 
 async def test_verify_shows_a_few_differing_rows_and_counts_the_rest(
@@ -178,13 +192,31 @@ async def test_verify_reads_through_a_read_only_database(
     assert problems == []
 
 
+async def _tamper_snapshot(
+    bus: MessageBus, engine: AsyncEngine, change: Callable[[dict[str, Any]], None]
+) -> None:
+    """Store CHAIR's snapshot at its current version, changed by ``change``."""
+    async with bus.uow_factory() as uow:
+        product = await uow.products.get("CHAIR")
+        assert product is not None
+        snapshot = repository.snapshot_of(product)
+        state = json.loads(snapshot.state_json)
+        change(state)
+        await uow.event_log.save_snapshot(
+            dataclasses.replace(snapshot, state_json=json.dumps(state))
+        )
+        await uow.commit()
+
+
 async def test_verify_names_a_tampered_batch_quantity(
     bus: MessageBus, engine: AsyncEngine
 ) -> None:
     await _order_with_two_chair_lines(bus)
-    await _tamper(
-        engine, "UPDATE batches SET purchased_quantity = 7 WHERE reference = 's1'"
-    )
+
+    def change(state: dict[str, Any]) -> None:
+        state["batches"]["s1"]["purchased_quantity"] = 7
+
+    await _tamper_snapshot(bus, engine, change)
 
     assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
         (
@@ -198,7 +230,14 @@ async def test_verify_names_a_line_missing_from_a_stored_batch(
     bus: MessageBus, engine: AsyncEngine
 ) -> None:
     await _order_with_two_chair_lines(bus)
-    await _tamper(engine, "DELETE FROM allocations WHERE qty = 3")
+
+    def change(state: dict[str, Any]) -> None:
+        lines = state["batches"]["s1"]["allocations"]
+        state["batches"]["s1"]["allocations"] = [
+            line for line in lines if line["qty"] != 3
+        ]
+
+    await _tamper_snapshot(bus, engine, change)
 
     assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
         (
@@ -228,13 +267,12 @@ async def test_verify_names_the_event_after_a_gap_in_a_stream(
 async def test_verify_reports_events_of_an_aggregate_type_the_domain_lacks(
     bus: MessageBus, engine: AsyncEngine
 ) -> None:
-    user_id = await services.register_user(bus, "Ann", "ann@example.com")
+    await services.register_user(bus, "Ann", "ann@example.com")
     await _tamper(engine, "UPDATE event_log SET aggregate_type = 'customer'")
 
     assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
         (
             "aggregate type 'customer': 1 event(s) in the log, but the domain has no"
             " such aggregate to fold them"
-        ),
-        f"user {user_id}: stored but has no events in the log",
+        )
     ]

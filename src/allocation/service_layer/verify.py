@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING
 from allocation.domain import model, users
 from allocation.domain.exceptions import AllocationError, EventOutOfSequence, shorten
 from allocation.service_layer import projections as projections_module
+from allocation.service_layer import repository
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
+    from allocation.domain import events
     from allocation.domain.aggregate import Aggregate
-    from allocation.service_layer.ports import LoggedEvent
+    from allocation.service_layer.ports import Claim, LoggedEvent
     from allocation.service_layer.projections import Projection
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -41,6 +43,7 @@ class _Kind:
     aggregate: type[Aggregate]
     stored_ids: Callable[[AbstractUnitOfWork], Awaitable[list[str]]]
     load: Callable[[AbstractUnitOfWork, str], Awaitable[Aggregate | None]]
+    claims_of: Callable[[str, events.Event], list[Claim]]
 
 
 # Every aggregate type by its AGGREGATE_TYPE, the name its streams have in the log.
@@ -49,11 +52,13 @@ AGGREGATES: Mapping[str, _Kind] = {
         model.Product,
         stored_ids=lambda uow: uow.products.all_skus(),
         load=lambda uow, sku: uow.products.get(sku),
+        claims_of=repository.ProductRepository.claims_of,
     ),
     users.User.AGGREGATE_TYPE: _Kind(
         users.User,
         stored_ids=lambda uow: uow.users.all_ids(),
         load=lambda uow, user_id: uow.users.get(user_id),
+        claims_of=repository.UserRepository.claims_of,
     ),
 }
 
@@ -71,6 +76,8 @@ class _Fold:
         default_factory=collections.Counter
     )
     problems: list[str] = dataclasses.field(default_factory=list)
+    # The unique values the folded events claim, by (kind, value): their owner.
+    claims: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
     def add(self, batch: Sequence[LoggedEvent]) -> None:
         """Fold the next part of the log, stream by stream, in log order."""
@@ -100,6 +107,9 @@ class _Fold:
                 return
             of_type[aggregate_id] = aggregate
         before = aggregate.version_number
+        for logged in stream:
+            for claim in kind.claims_of(aggregate_id, logged.event):
+                self.claims[claim.kind, claim.value] = claim.owner
         try:
             kind.aggregate.replayed(
                 aggregate_id, (logged.event for logged in stream), start=aggregate
@@ -155,6 +165,7 @@ async def verify(
         problems = fold.problems + fold.unknown_types()
         for aggregate_type in AGGREGATES:
             problems += await _compare_aggregates(uow, aggregate_type, fold)
+        problems += await _compare_claims(uow, fold.claims)
         for projection in projections:
             problems += projections_module.compare_rows(
                 projection.name,
@@ -186,13 +197,13 @@ async def _compare_aggregates(
     stored_ids = await kind.stored_ids(uow)
     problems = _unstored(aggregate_type, folded, stored_ids)
     for aggregate_id in stored_ids:
+        if (aggregate_type, aggregate_id) in fold.broken:
+            continue  # reported while folding; it cannot be loaded either
         stored = await kind.load(uow, aggregate_id)
         expected = folded.get(aggregate_id)
         if stored is None or expected is None:
             problems.append(_unlogged(aggregate_type, aggregate_id))
             continue
-        if (aggregate_type, aggregate_id) in fold.broken:
-            continue  # reported while folding; its fold is partial
         where = f"{aggregate_type} {aggregate_id}"
         if stored.version_number != expected.version_number:
             problems.append(
@@ -205,6 +216,22 @@ async def _compare_aggregates(
                 stored.snapshot_state(), expected.snapshot_state(), ""
             )
         ]
+    return problems
+
+
+async def _compare_claims(
+    uow: AbstractUnitOfWork, expected: dict[tuple[str, str], str]
+) -> list[str]:
+    """Each unique value the log's events claim against the claim stored for it."""
+    problems = []
+    for (kind, value), owner in sorted(expected.items()):
+        held_by = await uow.event_log.claim_owner(kind, value)
+        if held_by != owner:
+            stored = "missing" if held_by is None else f"held by {shorten(held_by)}"
+            problems.append(
+                f"claim {kind} {shorten(value)}: {stored}; the log's fold gives"
+                f" {shorten(owner)}"
+            )
     return problems
 
 
@@ -261,5 +288,3 @@ def _unstored(kind: str, folded: Collection[str], stored: Collection[str]) -> li
 
 def _unlogged(kind: str, key: str) -> str:
     return f"{kind} {key}: stored but has no events in the log"
-
-

@@ -171,7 +171,9 @@ def _refuse_to_unlock(patched: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.postgres
-async def test_a_lock_on_a_dead_pooled_connection_fails_once_then_works() -> None:
+async def test_a_lock_on_a_dead_pooled_connection_fails_once_then_works(
+    schema: None,  # the server answers
+) -> None:
     single = await PostgresDatabase.open(URL, pool_size=1)
     try:
         _terminate_unnoticed(await _backend_pid(single))

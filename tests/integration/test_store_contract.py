@@ -145,6 +145,23 @@ async def test_a_stream_lock_holds_the_next_writer_until_the_commit(
     assert seen == [1]
 
 
+async def test_a_log_lock_holds_back_other_appends_until_the_commit(
+    store: StoreDatabase,
+) -> None:
+    async def other_writer() -> None:
+        await append(store, user_registered("u1"))
+
+    async with anyio.create_task_group() as group, committing(store) as log:
+        await log.lock_log()
+        group.start_soon(other_writer)
+        await anyio.wait_all_tasks_blocked()
+        assert await log.last_position() == 0
+        await log.append([batch_created("sku1", 1)])
+
+    async with reading(store) as log:
+        assert [e.aggregate_id for e in await log.read(after=0)] == ["sku1", "u1"]
+
+
 # ---- the whole log
 
 

@@ -6,16 +6,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from allocation.adapters.eventlog import NewEvent
 
 from allocation import config
 from allocation.bootstrap import bootstrap
 from allocation.domain import events, users
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import catchup, services
+from allocation.service_layer.ports import NewEvent
 from allocation.testing import (
     FakeConsole,
-    FakeEventLog,
+    FakeEventStore,
     FakeNotifications,
     FakeUnitOfWork,
 )
@@ -64,7 +64,7 @@ async def test_handlers_without_a_commit_are_recorded_when_flushed(
         assert processed_by(uow, subscriber) == {registered.event.message_id}
 
 
-class _StallingEventLog(FakeEventLog):
+class _StallingEventLog(FakeEventStore):
     """Stalls the first recording of handled messages until it is cancelled."""
 
     def __init__(self) -> None:

@@ -248,6 +248,12 @@ class FakeEventStore(Bound, AbstractEventStore):
             key = ("stream", aggregate_type, aggregate_id)
             await self._data.locks.acquire(key, transaction)
 
+    async def lock_log(self) -> None:
+        transaction = self._reading()
+        if transaction is not None:
+            # The appenders' own lock: theirs wait until this transaction ends.
+            await self._data.locks.acquire(_APPEND_LOCK, transaction)
+
     async def latest_snapshot(
         self, aggregate_type: str, aggregate_id: str
     ) -> Snapshot | None:

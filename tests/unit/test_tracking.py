@@ -203,7 +203,9 @@ async def test_catch_up_with_fakes_delivers_what_was_not_dispatched(
         await uow.commit()
     uow.collect_new_events()  # the dispatch that never happened
 
-    assert await catchup.catch_up(bus) == 3  # the article's handlers; the view is inline
+    assert (
+        await catchup.catch_up(bus) == 3
+    )  # the article's handlers; the view is inline
     async with uow:
         assert await uow.users_view.by_email("ann@example.com") is not None
     assert await catchup.catch_up(bus) == 0

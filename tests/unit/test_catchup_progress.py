@@ -69,8 +69,10 @@ async def test_a_replay_reports_how_the_live_read_model_differed(
     replayed = await rebuild.replay(bus, "users_view", dry_run=True)
 
     assert replayed.differences == [
-        "users_view user_id='u0': stored name='Mallory' email='ann0@example.com';"
-        " the replayed log gives name='Ann' email='ann0@example.com'"
+        (
+            "users_view user_id='u0': stored name='Mallory' email='ann0@example.com';"
+            " the replayed log gives name='Ann' email='ann0@example.com'"
+        )
     ]
     assert not replayed.swapped
     async with uow:

@@ -119,7 +119,7 @@ def _refuses_a_datetime_when_built(kind: str) -> bool:
     moment = datetime.datetime(2030, 1, 1, 12, 0)
     if kind == "pydantic (ours)":
         try:
-            events.BatchCreated(ref="b", sku="s", qty=1, eta=moment)
+            events.BatchCreated(ref="b", sku="s", purchased_quantity=1, eta=moment)
         except messages.InvalidMessage:
             return True
         return False

@@ -214,18 +214,21 @@ def _iso_date(value: Any) -> str:
 
 
 def _product_state(sku: str, batches: list[dict[str, Any]]) -> dict[str, Any]:
+    # Product.snapshot_state() as of SNAPSHOT_VERSION 1: batches by reference,
+    # each with its lines sorted.
     return {
-        "sku": sku,
-        "batches": [
-            {
-                **batch,
+        "batches": {
+            batch["reference"]: {
+                "sku": sku,
+                "purchased_quantity": batch["purchased_quantity"],
+                "eta": batch["eta"],
                 "allocations": sorted(
                     batch["allocations"],
                     key=lambda line: (line["orderid"], line["sku"], line["qty"]),
                 ),
             }
             for batch in sorted(batches, key=lambda batch: batch["reference"])
-        ],
+        }
     }
 
 
@@ -264,6 +267,18 @@ def _write_history(
     ]
     if not payloads:
         return
+    # The view's rows of these lines now have events: they take their versions,
+    # as catch-up would give them.
+    for version, (name, payload) in enumerate(payloads, 1):
+        if name == "allocated":
+            connection.execute(
+                sa.text(
+                    "UPDATE allocations_view SET version = :version"
+                    " WHERE orderid = :orderid AND sku = :sku AND qty = :qty"
+                    " AND batchref = :batchref AND version < :version"
+                ),
+                {**payload, "version": version},
+            )
     connection.execute(
         _log.insert(),
         [
@@ -351,6 +366,8 @@ def _restore_state_tables(connection: sa.Connection) -> None:
         record = dict(row)
         if not isinstance(record["payload"], str):
             record["payload"] = json.dumps(record["payload"])
+        # SQLite hands the time back as text here; the fold does not read it.
+        record["occurred_at"] = datetime.datetime.now(datetime.UTC)
         logged = log_rows.logged_event(record)
         streams.setdefault((logged.aggregate_type, logged.aggregate_id), []).append(
             logged.event

@@ -117,8 +117,14 @@ async def store(
         yield database
     finally:
         async with engine.begin() as connection:
-            for table in reversed(tables.metadata.sorted_tables):
-                await connection.execute(table.delete())
+            if engine.dialect.name == "postgresql":
+                # DELETE would leave the sequences where they were: positions
+                # and ids start from 1 again only when they are restarted.
+                names = ", ".join(t.name for t in tables.metadata.sorted_tables)
+                await connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY"))
+            else:
+                for table in reversed(tables.metadata.sorted_tables):
+                    await connection.execute(table.delete())
             for shadow in SHADOW_TABLES:
                 await connection.execute(text(f"DROP TABLE IF EXISTS {shadow}"))
 
@@ -141,7 +147,9 @@ def user_registered(user_id: str, version: int = 1) -> NewEvent:
 
 def batch_created(sku: str, version: int, ref: str | None = None) -> NewEvent:
     """A new event of a product's stream at ``version``."""
-    event = events.BatchCreated(ref=ref or f"{sku}-b{version}", sku=sku, qty=10)
+    event = events.BatchCreated(
+        ref=ref or f"{sku}-b{version}", sku=sku, purchased_quantity=10
+    )
     return NewEvent(
         event=event.stamped(aggregate_version=version),
         aggregate_type="product",

@@ -54,7 +54,7 @@ async def test_the_relay_writes_one_entry_per_event_in_log_order(
     assert [entry["name"] for entry in entries] == ["batch_created", "allocated"]
     assert [int(entry["aggregate_version"]) for entry in entries] == [1, 2]
     # The payload's schema version travels with it, so consumers can upcast.
-    assert [entry["schema_version"] for entry in entries] == ["1", "1"]
+    assert [entry["schema_version"] for entry in entries] == ["2", "1"]
     assert json.loads(entries[1]["payload"]) == {
         "orderid": "o1",
         "sku": "LAMP",

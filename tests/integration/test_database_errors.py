@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from allocation.adapters import database, database_errors, orm
+from allocation.adapters import database_errors, engines
 from allocation.adapters.exceptions import DatabaseDirectoryMissing
 from allocation.service_layer.exceptions import DatabaseUnavailable, DataRefused
 
@@ -22,9 +22,8 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from sqlalchemy.ext.asyncio import AsyncEngine
-    from sqlalchemy.sql.expression import Executable
 
-    from allocation.service_layer.unit_of_work import SqlAlchemyUnitOfWork
+    from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 PASSWORD = "planted-secret-7f3a"
 
@@ -37,7 +36,7 @@ def _closed_port() -> int:
 
 
 async def test_a_position_beyond_64_bits_is_a_refused_value(
-    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+    uow_factory: Callable[[], AbstractUnitOfWork],
 ) -> None:
     with pytest.raises(DataRefused):
         async with uow_factory() as uow:
@@ -45,7 +44,7 @@ async def test_a_position_beyond_64_bits_is_a_refused_value(
 
 
 async def test_a_lone_surrogate_is_a_refused_value(
-    uow_factory: Callable[[], SqlAlchemyUnitOfWork],
+    uow_factory: Callable[[], AbstractUnitOfWork],
 ) -> None:
     with pytest.raises(DataRefused):
         async with uow_factory() as uow:
@@ -53,50 +52,44 @@ async def test_a_lone_surrogate_is_a_refused_value(
 
 
 @pytest.mark.parametrize(
-    ("statement", "parameters"),
+    ("subscriber", "attempts"),
     [
-        pytest.param(
-            orm.dead_letters.insert(),
-            {"subscriber": "s" * 101, "message_id": "m", "error": "e", "attempts": 1},
-            id="too long",
-        ),
-        pytest.param(
-            orm.dead_letters.insert(),
-            {"subscriber": "s", "message_id": "m", "error": "e", "attempts": 2**31},
-            id="beyond its integer",
-        ),
-        pytest.param(
-            text("SELECT CAST(:qty AS INTEGER) + 1"),
-            {"qty": 2**31 - 1},
-            id="numeric out of range",
-        ),
-        pytest.param(
-            orm.dead_letters.insert(),
-            {"subscriber": "a\x00b", "message_id": "m", "error": "e", "attempts": 1},
-            id="NUL",
-        ),
+        pytest.param("s" * 101, 1, id="too long"),
+        pytest.param("s", 2**31, id="beyond its integer"),
+        pytest.param("a\x00b", 1, id="NUL"),
     ],
 )
 async def test_a_value_postgresql_refuses_is_a_refused_value(
-    engine: AsyncEngine,
     database_url: str,
-    statement: Executable,
-    parameters: dict[str, object],
+    uow_factory: Callable[[], AbstractUnitOfWork],
+    subscriber: str,
+    attempts: int,
 ) -> None:
-    if engine.dialect.name != "postgresql":
+    if not database_url.startswith("postgresql"):
         pytest.skip("SQLite stores these: it checks no length or range, allows NUL")
+
+    async def record() -> None:
+        async with uow_factory() as uow:
+            await uow.event_log.add_dead_letter(subscriber, "m", "e", attempts)
+            await uow.commit()
+
     with pytest.raises(DataRefused) as refused:
-        await _execute(engine, database_url, statement, parameters)
+        await record()
 
     assert str(refused.value).startswith("the database refused a value: ")
 
 
-async def _execute(
-    engine: AsyncEngine, url: str, statement: Executable, parameters: dict[str, object]
+async def test_a_value_refused_through_sqlalchemy_is_a_refused_value(
+    engine: AsyncEngine, database_url: str
 ) -> None:
-    with database_errors.translated_errors(url):
+    """Migrations and the schema check run through SQLAlchemy: the same rule."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite checks no integer range")
+    with pytest.raises(DataRefused), database_errors.translated_errors(database_url):
         async with engine.begin() as connection:
-            await connection.execute(statement, parameters)
+            await connection.execute(
+                text("SELECT CAST(:qty AS INTEGER) + 1"), {"qty": 2**31 - 1}
+            )
 
 
 def _dead(database_url: str, tmp_path: Path) -> str:
@@ -109,17 +102,13 @@ def _dead(database_url: str, tmp_path: Path) -> str:
 
 async def test_a_dead_server_is_unavailable(database_url: str, tmp_path: Path) -> None:
     dead = _dead(database_url, tmp_path)
-    if database_url.startswith("sqlite"):
+    expected = (
         # A file in a missing directory is named as such before any connection.
-        with pytest.raises(DatabaseDirectoryMissing) as unavailable:
-            database.create_engine(dead)
-        assert PASSWORD not in str(unavailable.value)
-        return
-    engine = database.create_engine(dead)
-    try:
-        with pytest.raises(DatabaseUnavailable) as unavailable:
-            await _execute(engine, dead, text("SELECT 1"), {})
-    finally:
-        await engine.dispose()
+        DatabaseDirectoryMissing
+        if database_url.startswith("sqlite")
+        else DatabaseUnavailable
+    )
+    with pytest.raises(expected) as unavailable:
+        await engines.open_database(dead, pool_size=1, read_only=False)
 
     assert PASSWORD not in str(unavailable.value)

@@ -7,11 +7,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
+from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
 from sqlalchemy import text
 
 from allocation.adapters import database
 from allocation.adapters import locks as locks_module
-from allocation.adapters.locks import PostgresSubscriberLocks, SubscriberLocks
 from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:

@@ -104,7 +104,7 @@ async def test_users_from_before_the_log_get_their_registration_logged(
         await connection.execute(
             text("INSERT INTO users (id, name, email) VALUES ('u1', 'Ann', 'a@x.io')")
         )
-    await migrations.upgrade(engine)
+    await migrations.upgrade(engine, "0002")
     async with engine.connect() as connection:
         version = (
             await connection.execute(text("SELECT version_number FROM users"))
@@ -114,6 +114,7 @@ async def test_users_from_before_the_log_get_their_registration_logged(
                 text("SELECT name, aggregate_id, aggregate_version FROM event_log")
             )
         ).all()
+    await migrations.upgrade(engine)
     assert version == 1
     assert [tuple(row) for row in logged] == [("user_registered", "u1", 1)]
 
@@ -180,7 +181,7 @@ async def test_the_allocations_view_is_rebuilt_by_line_from_the_log(
         ):
             await connection.execute(text(statement))
 
-    await migrations.upgrade(engine)
+    await migrations.upgrade(engine, "0004")
 
     async with engine.connect() as connection:
         rows = await connection.execute(
@@ -195,6 +196,7 @@ async def test_the_allocations_view_is_rebuilt_by_line_from_the_log(
             ("ox", "CHAIR", 7, "s3", 7, False),
             ("ox", "CHAIR", 50, "s3", 5, True),
         ]
+    await migrations.upgrade(engine)
 
 
 async def test_the_allocations_view_goes_back_to_one_row_per_sku(
@@ -219,7 +221,9 @@ async def test_the_allocations_view_goes_back_to_one_row_per_sku(
     await migrations.upgrade(engine)
 
 
-_A_CLAIM = text("INSERT INTO claims (kind, value, owner) VALUES ('batch', 'b1', 'LAMP')")
+_A_CLAIM = text(
+    "INSERT INTO claims (kind, value, owner) VALUES ('batch', 'b1', 'LAMP')"
+)
 
 
 async def test_a_downgrade_that_would_drop_rows_is_refused_and_changes_nothing(

@@ -7,73 +7,26 @@ path, and through SQLAlchemy for batches).
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import pytest
-from allocation.adapters.read_model import LineState
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from allocation import views
-from allocation.adapters import database, migrations, orm
-from allocation.service_layer import unit_of_work
-from allocation.testing import FakeUnitOfWork
-from tests.conftest import service_missing
-from tests.integration.conftest import DEFAULT_POSTGRES_URL
+from allocation.service_layer.ports import LineState
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable, Sequence
+    from collections.abc import Callable, Sequence
 
-    from sqlalchemy.ext.asyncio import AsyncEngine
+    from allocation.service_layer.unit_of_work import AbstractUnitOfWork
+    from tests.integration.store_fixtures import StoreDatabase
 
-    UowFactory = Callable[[], unit_of_work.AbstractUnitOfWork]
-
-
-@pytest.fixture(
-    scope="module",
-    params=[
-        "fake",
-        pytest.param("sqlite", marks=pytest.mark.sqlite),
-        pytest.param("postgres", marks=pytest.mark.postgres),
-    ],
-)
-async def _engine(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> AsyncIterator[AsyncEngine | None]:
-    """A migrated database for the module, or None for the fakes."""
-    if request.param == "fake":
-        yield None
-        return
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("read_models") / "allocation.db"
-        url = f"sqlite+aiosqlite:///{path}"
-    else:
-        url = os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
-    orm.start_mappers()
-    engine = database.create_engine(url)
-    try:
-        await migrations.upgrade(engine)
-    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
-        await engine.dispose()
-        service_missing(f"{url} cannot be migrated: {error}")
-    yield engine
-    await engine.dispose()
+    UowFactory = Callable[[], AbstractUnitOfWork]
 
 
 @pytest.fixture
-async def uow_factory(_engine: AsyncEngine | None) -> AsyncIterator[UowFactory]:
-    """Fresh units of work on the read models under test, emptied after the test."""
-    if _engine is None:
-        fake = FakeUnitOfWork()
-        yield lambda: fake
-        return
-    session_factory = async_sessionmaker(
-        _engine, class_=AsyncSession, expire_on_commit=False
-    )
-    yield lambda: unit_of_work.SqlAlchemyUnitOfWork(session_factory)
-    async with _engine.begin() as connection:
-        for table in (orm.allocations_view, orm.users_view):
-            await connection.execute(table.delete())
+def uow_factory(store: StoreDatabase) -> UowFactory:
+    """Fresh units of work of the store under test (fake, SQLite, PostgreSQL)."""
+    return store.unit_of_work
 
 
 def _line(

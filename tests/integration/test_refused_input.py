@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 
-from allocation.adapters import orm
+from allocation.adapters import tables
 from allocation.domain.exceptions import AllocationError, InvalidMessage
 from allocation.service_layer import relay, services
 from allocation.service_layer.exceptions import UnreadableLogEntry
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 async def _log_size(engine: AsyncEngine) -> int:
     async with engine.connect() as connection:
         return int(
-            await connection.scalar(select(func.count()).select_from(orm.event_log))
+            await connection.scalar(select(func.count()).select_from(tables.event_log))
             or 0
         )
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import text
@@ -11,12 +13,13 @@ from sqlalchemy import text
 from allocation import config, views
 from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import AllocationError
-from allocation.service_layer import services
-from allocation.service_layer.verify import SHOWN_ROWS, verify
+from allocation.service_layer import repository, services
+from allocation.service_layer.projections import SHOWN_ROWS
+from allocation.service_layer.verify import verify
 from allocation.testing import FakeUnitOfWork
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable
+    from collections.abc import Awaitable, Callable
 
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -34,6 +37,11 @@ async def _order_with_two_chair_lines(bus: MessageBus) -> None:
 async def _tamper(engine: AsyncEngine, statement: str) -> None:
     async with engine.begin() as connection:
         await connection.execute(text(statement))
+
+
+async def _scalar(engine: AsyncEngine, query: str) -> object:
+    async with engine.connect() as connection:
+        return await connection.scalar(text(query))
 
 
 async def test_the_allocations_view_keeps_every_line_of_an_order(
@@ -108,17 +116,29 @@ async def test_verify_names_a_tampered_user_row(
     ]
 
 
-async def test_verify_sees_a_stored_email_whose_case_was_changed(
+async def test_verify_sees_a_claimed_email_whose_case_was_changed(
     bus: MessageBus, engine: AsyncEngine
 ) -> None:
-    """Regression: loading a user normalised its email again, hiding the change."""
-    await services.register_user(bus, "Ann", "ann@example.com")
-    await _tamper(engine, "UPDATE users SET email = 'ANN@example.com'")
+    """Regression: a changed email in stored state was hidden by normalising it."""
+    user_id = await services.register_user(bus, "Ann", "ann@example.com")
+    await _tamper(engine, "UPDATE claims SET value = 'ANN@example.com'")
 
     problems = await verify(bus.uow_factory(), scratch=FakeUnitOfWork())
 
-    assert len(problems) == 1
-    assert "ANN@example.com" in problems[0]
+    assert problems == [
+        f"claim email 'ann@example.com': missing; the log's fold gives '{user_id}'"
+    ]
+
+
+async def test_verify_names_a_claim_held_by_another_aggregate(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(engine, "UPDATE claims SET owner = 'TABLE' WHERE value = 's1'")
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        "claim batch 's1': held by 'TABLE'; the log's fold gives 'CHAIR'"
+    ]
 
 
 async def test_verify_shows_a_few_differing_rows_and_counts_the_rest(
@@ -170,3 +190,89 @@ async def test_verify_reads_through_a_read_only_database(
         problems = await verify(reader.uow_factory(), scratch=FakeUnitOfWork())
 
     assert problems == []
+
+
+async def _tamper_snapshot(
+    bus: MessageBus, engine: AsyncEngine, change: Callable[[dict[str, Any]], None]
+) -> None:
+    """Store CHAIR's snapshot at its current version, changed by ``change``."""
+    async with bus.uow_factory() as uow:
+        product = await uow.products.get("CHAIR")
+        assert product is not None
+        snapshot = repository.snapshot_of(product)
+        state = json.loads(snapshot.state_json)
+        change(state)
+        await uow.event_log.save_snapshot(
+            dataclasses.replace(snapshot, state_json=json.dumps(state))
+        )
+        await uow.commit()
+
+
+async def test_verify_names_a_tampered_batch_quantity(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+
+    def change(state: dict[str, Any]) -> None:
+        state["batches"]["s1"]["purchased_quantity"] = 7
+
+    await _tamper_snapshot(bus, engine, change)
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        (
+            "product CHAIR: stored batches['s1']['purchased_quantity']=7; the log's"
+            " fold gives 3"
+        )
+    ]
+
+
+async def test_verify_names_a_line_missing_from_a_stored_batch(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+
+    def change(state: dict[str, Any]) -> None:
+        lines = state["batches"]["s1"]["allocations"]
+        state["batches"]["s1"]["allocations"] = [
+            line for line in lines if line["qty"] != 3
+        ]
+
+    await _tamper_snapshot(bus, engine, change)
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        (
+            "product CHAIR: stored batches['s1']['allocations'] lacks"
+            " [{'orderid': 'ox', 'sku': 'CHAIR', 'qty': 3}] of the log's fold"
+        )
+    ]
+
+
+async def test_verify_names_the_event_after_a_gap_in_a_stream(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await _order_with_two_chair_lines(bus)
+    await _tamper(
+        engine,
+        "DELETE FROM event_log WHERE name = 'batch_created' AND aggregate_version = 2",
+    )
+    position = await _scalar(
+        engine, "SELECT position FROM event_log WHERE aggregate_version = 3"
+    )
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        f"product CHAIR: event at position {position} has version 3, expected 2"
+    ]
+
+
+async def test_verify_reports_events_of_an_aggregate_type_the_domain_lacks(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    await services.register_user(bus, "Ann", "ann@example.com")
+    await _tamper(engine, "UPDATE event_log SET aggregate_type = 'customer'")
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        (
+            "aggregate type 'customer': 1 event(s) in the log, but the domain has no"
+            " such aggregate to fold them"
+        )
+    ]

@@ -160,6 +160,38 @@ def test_an_older_payload_is_upcast_on_reading() -> None:
     assert old == Renamed(title="kept")
 
 
+def test_batch_created_of_schema_version_1_is_read_with_purchased_quantity() -> None:
+    """BatchCreated version 2 renamed ``qty`` to the batch's ``purchased_quantity``."""
+    old = messages.decode(
+        "batch_created",
+        '{"ref": "b1", "sku": "LAMP", "qty": 7, "eta": "2030-01-01"}',
+        schema_version=1,
+        message_id="m-1",
+    )
+
+    assert old == events.BatchCreated(
+        ref="b1", sku="LAMP", purchased_quantity=7, eta=datetime.date(2030, 1, 1)
+    )
+    assert list(old.to_payload()) == ["ref", "sku", "purchased_quantity", "eta"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "schema_version"),
+    [
+        ('{"ref": "b1", "sku": "L", "qty": 7, "purchased_quantity": 7}', 1),
+        ('{"ref": "b1", "sku": "L", "qty": 7}', 2),
+    ],
+    ids=["v1-with-both-names", "v2-with-the-old-name"],
+)
+def test_a_batch_created_that_fits_neither_version_is_refused(
+    payload: str, schema_version: int
+) -> None:
+    with pytest.raises(exceptions.InvalidMessage, match="qty: not a field"):
+        messages.decode(
+            "batch_created", payload, schema_version=schema_version, message_id="m-1"
+        )
+
+
 @pytest.mark.parametrize("cls", MESSAGE_CLASSES, ids=lambda cls: cls.__name__)
 def test_every_message_example_decodes(cls: type[messages.Message]) -> None:
     decoded = cls.from_json(json.dumps(dict(cls.EXAMPLE)), message_id="m-1")

@@ -40,8 +40,8 @@ EXAMPLES: list[messages.Message] = [
     commands.Allocate(orderid="o-1", sku="LAMP", qty=2),
     commands.ChangeBatchQuantity(ref="b-1", qty=5),
     events.UserRegistered(user_id="u-1", name="Алиса", email="alice@example.com"),
-    events.BatchCreated(ref="b-1", sku="LAMP", qty=10, eta=ETA),
-    events.BatchCreated(ref="b-2", sku="LAMP", qty=10, eta=None),
+    events.BatchCreated(ref="b-1", sku="LAMP", purchased_quantity=10, eta=ETA),
+    events.BatchCreated(ref="b-2", sku="LAMP", purchased_quantity=10, eta=None),
     events.Allocated(orderid="o-1", sku="LAMP", qty=2, batchref="b-1"),
     events.Deallocated(orderid="o-1", sku="LAMP", qty=2, batchref="b-1"),
     events.BatchQuantityChanged(ref="b-1", sku="LAMP", qty=5),
@@ -128,7 +128,7 @@ def test_message_class_and_from_payload_rebuild_a_stored_message(
 
 
 def test_a_date_is_stored_as_an_iso_string() -> None:
-    event = events.BatchCreated(ref="b-1", sku="LAMP", qty=10, eta=ETA)
+    event = events.BatchCreated(ref="b-1", sku="LAMP", purchased_quantity=10, eta=ETA)
 
     assert event.to_payload()["eta"] == "2024-03-01"
 

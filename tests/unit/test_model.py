@@ -35,7 +35,7 @@ def make_product(*batches: model.Batch) -> model.Product:
 def test_allocating_to_a_batch_reduces_the_available_quantity() -> None:
     batch, line = make_batch_and_line(random_sku(), 20, 2)
 
-    batch.allocate(line)
+    make_product(batch).allocate(line)
 
     assert batch.available_quantity == 18
 
@@ -68,7 +68,7 @@ def test_cannot_allocate_if_skus_do_not_match() -> None:
 def test_a_batch_that_cannot_take_a_line_is_left_unchanged() -> None:
     batch, line = make_batch_and_line(random_sku(), 2, 20)
 
-    batch.allocate(line)
+    make_product(batch).allocate(line)
 
     assert batch.available_quantity == 2
     assert batch.allocations == frozenset()
@@ -76,9 +76,10 @@ def test_a_batch_that_cannot_take_a_line_is_left_unchanged() -> None:
 
 def test_allocating_the_same_line_twice_to_a_batch_counts_once() -> None:
     batch, line = make_batch_and_line(random_sku(), 20, 2)
+    product = make_product(batch)
 
-    batch.allocate(line)
-    batch.allocate(line)
+    product.allocate(line)
+    product.allocate(line)
 
     assert batch.available_quantity == 18
 
@@ -215,8 +216,35 @@ def test_add_batch_records_batch_created() -> None:
 
     assert product.batches == [batch]
     assert product.events == [
-        events.BatchCreated(ref=batch.reference, sku=sku, qty=100, eta=TOMORROW)
+        events.BatchCreated(
+            ref=batch.reference, sku=sku, purchased_quantity=100, eta=TOMORROW
+        )
     ]
+
+
+def test_cannot_add_a_batch_the_product_already_has() -> None:
+    batch = model.Batch(random_batchref(), random_sku(), 10)
+    product = make_product(batch)
+
+    with pytest.raises(exceptions.BatchAlreadyExists, match=batch.reference):
+        product.add_batch(model.Batch(batch.reference, batch.sku, 99))
+
+    assert product.events == []
+    assert [b.purchased_quantity for b in product.batches] == [10]
+
+
+def test_a_batch_is_added_with_its_stock_only() -> None:
+    """BatchCreated carries no lines, so a batch that holds some cannot be added."""
+    sku = random_sku()
+    holding = model.Batch(random_batchref(), sku, 10)
+    make_product(holding).allocate(model.OrderLine(random_orderid(), sku, 1))
+    product = model.Product(sku)
+
+    with pytest.raises(ValueError, match="holds no lines"):
+        product.add_batch(holding)
+
+    assert product.batches == []
+    assert product.events == []
 
 
 def test_cannot_add_a_batch_of_another_sku() -> None:

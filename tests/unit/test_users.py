@@ -116,3 +116,30 @@ def test_invalid_email_keeps_the_offending_value() -> None:
         users.User.register(new_id(), "Alice", "not-an-email")
 
     assert caught.value.email == "not-an-email"
+
+
+def test_register_builds_the_user_by_applying_user_registered() -> None:
+    user = users.User.register(new_id(), " Alice ", "Alice@Example.com")
+
+    replayed = users.User.replayed(user.id, user.events)
+
+    assert (replayed.name, replayed.email, replayed.version_number) == (
+        "Alice",
+        "alice@example.com",
+        1,
+    )
+    assert replayed.snapshot_state() == user.snapshot_state()
+
+
+def test_a_blank_user_has_no_name_email_or_version() -> None:
+    user = users.User.blank("u-1")
+
+    assert (user.id, user.name, user.email, user.version_number) == ("u-1", "", "", 0)
+    assert user.events == []
+
+
+def test_a_restored_user_keeps_the_email_as_stored() -> None:
+    """verify must see a stored email whose case was changed behind our back."""
+    user = users.User.restored("u-1", "Ann", "ANN@example.com", 1)
+
+    assert user.snapshot_state() == {"name": "Ann", "email": "ANN@example.com"}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import urllib.parse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -195,4 +196,6 @@ def _is_missing_sqlite_file(engine: AsyncEngine) -> bool:
     name = engine.url.database
     if engine.dialect.name != "sqlite" or not name or name == ":memory:":
         return False
+    if name.startswith("file:"):  # a URI (a read-only opening): its path part
+        name = urllib.parse.unquote(name.removeprefix("file:").split("?", 1)[0])
     return not Path(name).exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+from typing import Any
 
 import pydantic
 
@@ -35,14 +36,37 @@ class UserRegistered(Event):
     email: values.EmailAddress
 
 
+def _purchased_quantity_was_qty(payload: dict[str, Any]) -> dict[str, Any]:
+    """BatchCreated version 1 called the batch's quantity ``qty``; version 2 uses
+    the batch's own name for it. A payload that already has both is left as it is,
+    to be refused, rather than have one of them silently dropped."""
+    if "purchased_quantity" in payload:
+        return payload
+    return {
+        ("purchased_quantity" if name == "qty" else name): value
+        for name, value in payload.items()
+    }
+
+
 class BatchCreated(Event):
-    """A batch of stock was added to a product."""
+    """A batch of stock was added to a product.
+
+    Schema version 2 renamed ``qty`` to ``purchased_quantity``; version 1 payloads
+    are upcast when read.
+    """
 
     TYPE = "batch_created"
-    EXAMPLE = {"ref": "batch-001", "sku": "SMALL-TABLE", "qty": 20, "eta": None}
+    SCHEMA_VERSION = 2
+    UPCASTERS = {1: _purchased_quantity_was_qty}
+    EXAMPLE = {
+        "ref": "batch-001",
+        "sku": "SMALL-TABLE",
+        "purchased_quantity": 20,
+        "eta": None,
+    }
     ref: values.BatchRef
     sku: values.Sku
-    qty: values.Quantity
+    purchased_quantity: values.Quantity
     eta: datetime.date | None = None
 
 

@@ -4,6 +4,7 @@ AllocationError
 ├── InvalidQuantity, InvalidEmail, InvalidName, BlankIdentifier   (bad input)
 ├── InvalidMessage       a message of the wrong shape: built, decoded or upcast
 ├── EmailAlreadyRegistered, BatchAlreadyExists                    (uniqueness)
+├── EventNotApplicable, EventOutOfSequence, InvalidSnapshot  (folding a stream)
 ├── ConcurrencyConflict                      (raised by adapters, retried by the bus)
 ├── AlreadyProcessed                         (a redelivery; the bus lets it pass)
 ├── service_layer.exceptions: InvalidSku, UnknownBatch, UnknownMessage, ...
@@ -132,3 +133,65 @@ class ConcurrencyConflict(AllocationError):
         self.detail = detail
         suffix = f": {detail}" if detail else ""
         super().__init__(f"concurrent change to {aggregate}{suffix}")
+
+
+class EventNotApplicable(AllocationError):
+    """Raised when an aggregate is given an event it cannot apply: a type it has no
+    apply step for (another aggregate's event, or a new event whose step was
+    forgotten), or one naming a part the aggregate does not have (a batch it never
+    created, a line that is not allocated): a stream that is not this aggregate's.
+
+    Attributes:
+        aggregate_type: the aggregate's AGGREGATE_TYPE.
+        event_type: the event's TYPE.
+        reason: what does not fit, or "" when the type has no apply step.
+    """
+
+    def __init__(self, aggregate_type: str, event_type: str, reason: str = "") -> None:
+        self.aggregate_type = aggregate_type
+        self.event_type = event_type
+        self.reason = reason
+        why = reason or f"a {aggregate_type} has no apply step for it"
+        super().__init__(f"cannot apply {event_type} to a {aggregate_type}: {why}")
+
+
+class EventOutOfSequence(AllocationError):
+    """Raised when a stream's event is not its aggregate's next version: an event is
+    missing before it (a gap) or it repeats a version already applied (a duplicate).
+
+    Attributes:
+        aggregate_type, aggregate_id: the stream.
+        expected: the version the next event must bring about.
+        found: the version the event carries.
+    """
+
+    def __init__(
+        self, aggregate_type: str, aggregate_id: str, *, expected: int, found: int
+    ) -> None:
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.found = found
+        kind = "a gap" if found > expected else "a duplicate"
+        super().__init__(
+            f"{aggregate_type} {shorten(aggregate_id)}: event of version {found} where"
+            f" {expected} comes next ({kind} in the stream)"
+        )
+
+
+class InvalidSnapshot(AllocationError):
+    """Raised when a snapshot's state does not fit its aggregate's shape (a field
+    missing or of the wrong type): rebuild the aggregate from its events instead.
+
+    Attributes:
+        aggregate_type, aggregate_id: the aggregate the snapshot claims to be.
+        detail: what does not fit.
+    """
+
+    def __init__(self, aggregate_type: str, aggregate_id: str, detail: str) -> None:
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        self.detail = detail
+        super().__init__(
+            f"snapshot of {aggregate_type} {shorten(aggregate_id)} does not fit: {detail}"
+        )

@@ -85,11 +85,13 @@ class Repository(Generic[AggregateT]):
         """Every stored aggregate id of this type, sorted."""
         return await self._store.stream_ids(self.aggregate_type)
 
-    def claims_of(self, aggregate: AggregateT, event: events.Event) -> list[Claim]:
-        """The unique values ``event`` makes ``aggregate`` hold (none by default)."""
+    @classmethod
+    def claims_of(cls, aggregate_id: str, event: events.Event) -> list[Claim]:
+        """The unique values ``event`` makes its aggregate hold (none by default)."""
         return []
 
-    def claim_taken(self, claim: Claim) -> AllocationError | None:
+    @classmethod
+    def claim_taken(cls, claim: Claim) -> AllocationError | None:
         """The domain's error for a claim another aggregate holds, if it has one."""
         return None
 
@@ -107,7 +109,9 @@ class Repository(Generic[AggregateT]):
         if start is None and not logged:
             return None
         replayed = self.aggregate_class.replayed(
-            aggregate_id, (entry.event for entry in logged), start=start
+            aggregate_id,
+            (entry.event for entry in logged),
+            start=start,  # type: ignore[arg-type]  # an AggregateT of this very class
         )
         return replayed  # type: ignore[return-value]  # the class of AggregateT
 
@@ -151,12 +155,14 @@ class ProductRepository(Repository[model.Product]):
         """Every stored sku, sorted (for verification)."""
         return await self.all_ids()
 
-    def claims_of(self, aggregate: model.Product, event: events.Event) -> list[Claim]:
+    @classmethod
+    def claims_of(cls, aggregate_id: str, event: events.Event) -> list[Claim]:
         if isinstance(event, events.BatchCreated):
-            return [Claim(BATCH_REFERENCE, event.ref, aggregate.aggregate_id)]
+            return [Claim(BATCH_REFERENCE, event.ref, aggregate_id)]
         return []
 
-    def claim_taken(self, claim: Claim) -> AllocationError | None:
+    @classmethod
+    def claim_taken(cls, claim: Claim) -> AllocationError | None:
         return (
             BatchAlreadyExists(claim.value) if claim.kind == BATCH_REFERENCE else None
         )
@@ -171,10 +177,12 @@ class UserRepository(Repository[users.User]):
         user_id = await self._store.claim_owner(EMAIL, values.normalise_email(email))
         return None if user_id is None else await self.get(user_id)
 
-    def claims_of(self, aggregate: users.User, event: events.Event) -> list[Claim]:
+    @classmethod
+    def claims_of(cls, aggregate_id: str, event: events.Event) -> list[Claim]:
         if isinstance(event, events.UserRegistered):
-            return [Claim(EMAIL, event.email, aggregate.aggregate_id)]
+            return [Claim(EMAIL, event.email, aggregate_id)]
         return []
 
-    def claim_taken(self, claim: Claim) -> AllocationError | None:
+    @classmethod
+    def claim_taken(cls, claim: Claim) -> AllocationError | None:
         return EmailAlreadyRegistered(claim.value) if claim.kind == EMAIL else None

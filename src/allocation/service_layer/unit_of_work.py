@@ -285,7 +285,7 @@ class AbstractUnitOfWork(abc.ABC):
                     aggregate_version=version,
                 )
             )
-            claims.extend(repo.claims_of(aggregate, stamped))
+            claims.extend(repo.claims_of(aggregate.aggregate_id, stamped))
 
     @abc.abstractmethod
     async def _start(self) -> None:

@@ -1,85 +1,142 @@
-"""Verification: replay the whole log and compare with what is stored.
+"""Verification: fold the whole log with the domain's own apply steps and compare.
 
-Every state change is an event, so the log alone rebuilds products, batches,
-allocations and users; any difference with the tables means a change bypassed the
-log, or an event was lost or doubled. The read models are rebuilt by their own
-projection code into scratch state in memory (the fakes of ``allocation.testing``,
-which keep the same rows as the tables), never by a second statement of their rules,
-and compared with the stored ones row by row.
+Every state change is an event, so the log alone rebuilds every aggregate: each
+stream is folded by its aggregate's ``replayed``, the very apply steps that changed
+the aggregate when its commands ran, and compared with what the repository loads
+(snapshot state and version). Any difference means a change bypassed the log, or an
+event was lost or doubled. The read models are rebuilt by their own projection code
+into scratch state in memory (the fakes of ``allocation.testing``, which keep the
+same rows as the tables), never by a second statement of their rules, and compared
+with the stored ones row by row.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import json
 from typing import TYPE_CHECKING
 
-from allocation.domain import events
-from allocation.domain.exceptions import shorten
+from allocation.domain import model, users
+from allocation.domain.exceptions import AllocationError, EventOutOfSequence, shorten
 from allocation.service_layer import projections as projections_module
+from allocation.service_layer import repository
 
 if TYPE_CHECKING:
-    import datetime
-    from collections.abc import Collection, Sequence
+    from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
-    from allocation.service_layer.ports import LoggedEvent
-    from allocation.service_layer.projections import NamedValues, Projection, Rows
+    from allocation.domain import events
+    from allocation.domain.aggregate import Aggregate
+    from allocation.service_layer.ports import Claim, LoggedEvent
+    from allocation.service_layer.projections import Projection
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 # Differing rows shown per read model; the rest are counted.
-SHOWN_ROWS = 5
+# How much of a differing value an aggregate's line quotes.
+_SHOWN_STATE = 200
 
-Line = tuple[str, str, int]  # orderid, sku, qty
+
+@dataclasses.dataclass(frozen=True)
+class _Kind:
+    """One aggregate type: its class, and how the repositories list and load it."""
+
+    aggregate: type[Aggregate]
+    stored_ids: Callable[[AbstractUnitOfWork], Awaitable[list[str]]]
+    load: Callable[[AbstractUnitOfWork, str], Awaitable[Aggregate | None]]
+    claims_of: Callable[[str, events.Event], list[Claim]]
+
+
+# Every aggregate type by its AGGREGATE_TYPE, the name its streams have in the log.
+AGGREGATES: Mapping[str, _Kind] = {
+    model.Product.AGGREGATE_TYPE: _Kind(
+        model.Product,
+        stored_ids=lambda uow: uow.products.all_skus(),
+        load=lambda uow, sku: uow.products.get(sku),
+        claims_of=repository.ProductRepository.claims_of,
+    ),
+    users.User.AGGREGATE_TYPE: _Kind(
+        users.User,
+        stored_ids=lambda uow: uow.users.all_ids(),
+        load=lambda uow, user_id: uow.users.get(user_id),
+        claims_of=repository.UserRepository.claims_of,
+    ),
+}
 
 
 @dataclasses.dataclass
-class _Product:
-    version: int = 0
-    batches: dict[str, tuple[int, datetime.date | None]] = dataclasses.field(
-        default_factory=dict
+class _Fold:
+    """Every aggregate of the log so far, folded by its own class."""
+
+    # AGGREGATE_TYPE -> aggregate id -> the aggregate folded so far.
+    folded: dict[str, dict[str, Aggregate]] = dataclasses.field(default_factory=dict)
+    # Streams that could not be folded (reported once, not compared).
+    broken: set[tuple[str, str]] = dataclasses.field(default_factory=set)
+    # Events of aggregate types the domain has no class for, by type.
+    unknown: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
     )
-    lines: dict[str, set[Line]] = dataclasses.field(default_factory=dict)
-
-
-@dataclasses.dataclass
-class _Folded:
-    products: dict[str, _Product] = dataclasses.field(default_factory=dict)
-    users: dict[str, tuple[str, str, int]] = dataclasses.field(default_factory=dict)
-    versions: dict[tuple[str, str], int] = dataclasses.field(default_factory=dict)
     problems: list[str] = dataclasses.field(default_factory=list)
+    # The unique values the folded events claim, by (kind, value): their owner.
+    claims: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
-    def fold(self, logged: LoggedEvent) -> None:
-        key = (logged.aggregate_type, logged.aggregate_id)
-        expected = self.versions.get(key, 0) + 1
-        if logged.aggregate_version != expected:
-            self.problems.append(
-                f"{key[0]} {key[1]}: event at position {logged.position} has version "
-                f"{logged.aggregate_version}, expected {expected}"
-            )
-        self.versions[key] = logged.aggregate_version
-        event = logged.event
-        if isinstance(event, events.UserRegistered):
-            self.users[event.user_id] = (
-                event.name,
-                event.email,
-                logged.aggregate_version,
-            )
+    def add(self, batch: Sequence[LoggedEvent]) -> None:
+        """Fold the next part of the log, stream by stream, in log order."""
+        streams: dict[tuple[str, str], list[LoggedEvent]] = {}
+        for logged in batch:
+            key = (logged.aggregate_type, logged.aggregate_id)
+            streams.setdefault(key, []).append(logged)
+        for (aggregate_type, aggregate_id), stream in streams.items():
+            self._fold(aggregate_type, aggregate_id, stream)
+
+    def _fold(
+        self, aggregate_type: str, aggregate_id: str, stream: list[LoggedEvent]
+    ) -> None:
+        kind = AGGREGATES.get(aggregate_type)
+        if kind is None:
+            self.unknown[aggregate_type] += len(stream)
             return
-        product = self.products.setdefault(logged.aggregate_id, _Product())
-        product.version = logged.aggregate_version
-        if isinstance(event, events.BatchCreated):
-            product.batches[event.ref] = (event.qty, event.eta)
-            product.lines.setdefault(event.ref, set())
-        elif isinstance(event, events.BatchQuantityChanged):
-            _, eta = product.batches.get(event.ref, (0, None))
-            product.batches[event.ref] = (event.qty, eta)
-        elif isinstance(event, events.Allocated):
-            product.lines.setdefault(event.batchref, set()).add(
-                (event.orderid, event.sku, event.qty)
+        if (aggregate_type, aggregate_id) in self.broken:
+            return
+        of_type = self.folded.setdefault(aggregate_type, {})
+        aggregate = of_type.get(aggregate_id)
+        if aggregate is None:
+            try:
+                aggregate = kind.aggregate.blank(aggregate_id)
+            except AllocationError as error:  # an id the aggregate refuses
+                self._break(aggregate_type, aggregate_id, f"cannot be folded: {error}")
+                return
+            of_type[aggregate_id] = aggregate
+        before = aggregate.version_number
+        for logged in stream:
+            for claim in kind.claims_of(aggregate_id, logged.event):
+                self.claims[claim.kind, claim.value] = claim.owner
+        try:
+            kind.aggregate.replayed(
+                aggregate_id, (logged.event for logged in stream), start=aggregate
             )
-        elif isinstance(event, events.Deallocated):
-            product.lines.get(event.batchref, set()).discard(
-                (event.orderid, event.sku, event.qty)
+        except AllocationError as error:
+            # The stream is folded in place up to the event that failed.
+            failed = stream[aggregate.version_number - before]
+            if isinstance(error, EventOutOfSequence):
+                detail = f"has version {error.found}, expected {error.expected}"
+            else:
+                detail = f"cannot be applied: {error}"
+            self._break(
+                aggregate_type,
+                aggregate_id,
+                f"event at position {failed.position} {detail}",
             )
+
+    def _break(self, aggregate_type: str, aggregate_id: str, detail: str) -> None:
+        self.broken.add((aggregate_type, aggregate_id))
+        self.problems.append(f"{aggregate_type} {aggregate_id}: {detail}")
+
+    def unknown_types(self) -> list[str]:
+        return [
+            f"aggregate type {shorten(aggregate_type)}: {count} event(s) in the log,"
+            " but the domain has no such aggregate to fold them"
+            for aggregate_type, count in sorted(self.unknown.items())
+        ]
 
 
 async def verify(
@@ -91,25 +148,26 @@ async def verify(
 ) -> list[str]:
     """Return every difference between the replayed log and the stored state.
 
-    The stored aggregates are compared with a fold of their events, and each read
-    model with what its projection makes of the whole log in ``scratch``: an empty
-    in-memory unit of work (``allocation.testing.FakeUnitOfWork``, held to the same
-    read-model contract as the SQL adapters), given by the caller so the service
-    layer depends on no adapter.
+    Each stored aggregate is compared with the fold of its events by the domain's
+    own apply steps, and each read model with what its projection makes of the
+    whole log in ``scratch``: an empty in-memory unit of work
+    (``allocation.testing.FakeUnitOfWork``, held to the same read-model contract as
+    the SQL adapters), given by the caller so the service layer depends on no
+    adapter.
     """
-    folded = _Folded()
+    fold = _Fold()
     async with uow, scratch:
         after = 0
         while batch := await uow.event_log.read(after=after, limit=batch_size):
-            for logged in batch:
-                folded.fold(logged)
+            fold.add(batch)
             await _replay(projections, batch, scratch)
             after = batch[-1].position
-        problems = list(folded.problems)
-        problems += await _compare_products(uow, folded.products)
-        problems += await _compare_users(uow, folded.users)
+        problems = fold.problems + fold.unknown_types()
+        for aggregate_type in AGGREGATES:
+            problems += await _compare_aggregates(uow, aggregate_type, fold)
+        problems += await _compare_claims(uow, fold.claims)
         for projection in projections:
-            problems += _compare_rows(
+            problems += projections_module.compare_rows(
                 projection.name,
                 stored=await projection.rows(uow),
                 replayed=await projection.rows(scratch),
@@ -130,60 +188,94 @@ async def _replay(
             await projection.apply_many(mine, scratch)
 
 
-async def _compare_products(
-    uow: AbstractUnitOfWork, folded: dict[str, _Product]
+async def _compare_aggregates(
+    uow: AbstractUnitOfWork, aggregate_type: str, fold: _Fold
 ) -> list[str]:
-    stored_skus = await uow.products.all_skus()
-    problems = _unstored("product", folded, stored_skus)
-    for sku in stored_skus:
-        product = await uow.products.get(sku)
-        expected = folded.get(sku)
-        if product is None or expected is None:
-            problems.append(_unlogged("product", sku))
+    """Each stored aggregate of one type against the fold of its stream."""
+    kind = AGGREGATES[aggregate_type]
+    folded = fold.folded.get(aggregate_type, {})
+    stored_ids = await kind.stored_ids(uow)
+    problems = _unstored(aggregate_type, folded, stored_ids)
+    for aggregate_id in stored_ids:
+        if (aggregate_type, aggregate_id) in fold.broken:
+            continue  # reported while folding; it cannot be loaded either
+        stored = await kind.load(uow, aggregate_id)
+        expected = folded.get(aggregate_id)
+        if stored is None or expected is None:
+            problems.append(_unlogged(aggregate_type, aggregate_id))
             continue
-        if product.version_number != expected.version:
+        where = f"{aggregate_type} {aggregate_id}"
+        if stored.version_number != expected.version_number:
             problems.append(
-                f"product {sku}: stored version {product.version_number}, "
-                f"the log has {expected.version} events"
+                f"{where}: stored version {stored.version_number}, "
+                f"the log has {expected.version_number} events"
             )
-        stored_batches = {
-            b.reference: (b.purchased_quantity, b.eta) for b in product.batches
-        }
-        if stored_batches != expected.batches:
+        problems += [
+            f"{where}: {difference}"
+            for difference in _state_differences(
+                stored.snapshot_state(), expected.snapshot_state(), ""
+            )
+        ]
+    return problems
+
+
+async def _compare_claims(
+    uow: AbstractUnitOfWork, expected: dict[tuple[str, str], str]
+) -> list[str]:
+    """Each unique value the log's events claim against the claim stored for it."""
+    problems = []
+    for (kind, value), owner in sorted(expected.items()):
+        held_by = await uow.event_log.claim_owner(kind, value)
+        if held_by != owner:
+            stored = "missing" if held_by is None else f"held by {shorten(held_by)}"
             problems.append(
-                f"product {sku}: batches {stored_batches} differ from the log's "
-                f"{expected.batches}"
+                f"claim {kind} {shorten(value)}: {stored}; the log's fold gives"
+                f" {shorten(owner)}"
             )
-        for batch in product.batches:
-            stored_lines = {
-                (line.orderid, line.sku, line.qty) for line in batch.allocations
-            }
-            logged_lines = expected.lines.get(batch.reference, set())
-            if stored_lines != logged_lines:
-                problems.append(
-                    f"batch {batch.reference}: allocations {sorted(stored_lines)} differ "
-                    f"from the log's {sorted(logged_lines)}"
+    return problems
+
+
+def _state_differences(stored: object, folded: object, path: str) -> list[str]:
+    """Where two snapshot states differ, one line per differing leaf or list."""
+    if stored == folded:
+        return []
+    if isinstance(stored, dict) and isinstance(folded, dict):
+        lines = []
+        for name in sorted(stored.keys() | folded.keys(), key=str):
+            where = f"{path}[{name!r}]" if path else str(name)
+            if name not in stored:
+                lines.append(
+                    f"{where} missing; the log's fold gives {_shown(folded[name])}"
                 )
-    return problems
+            elif name not in folded:
+                lines.append(
+                    f"stored {where}={_shown(stored[name])}; the log's fold has none"
+                )
+            else:
+                lines += _state_differences(stored[name], folded[name], where)
+        return lines
+    if isinstance(stored, list) and isinstance(folded, list):
+        # Snapshot lists are sets in sorted order: name what only one side has.
+        have, want = _keyed(stored), _keyed(folded)
+        only_stored = [have[key] for key in have.keys() - want.keys()]
+        only_folded = [want[key] for key in want.keys() - have.keys()]
+        parts = []
+        if only_stored:
+            extra = _shown(sorted(only_stored, key=repr))
+            parts.append(f"holds {extra} the log's fold does not")
+        if only_folded:
+            missing = _shown(sorted(only_folded, key=repr))
+            parts.append(f"lacks {missing} of the log's fold")
+        return [f"stored {path} {' and '.join(parts)}"]
+    return [f"stored {path}={_shown(stored)}; the log's fold gives {_shown(folded)}"]
 
 
-async def _compare_users(
-    uow: AbstractUnitOfWork, folded: dict[str, tuple[str, str, int]]
-) -> list[str]:
-    stored_ids = await uow.users.all_ids()
-    problems = _unstored("user", folded, stored_ids)
-    for user_id in stored_ids:
-        user = await uow.users.get(user_id)
-        expected = folded.get(user_id)
-        if user is None or expected is None:
-            problems.append(_unlogged("user", user_id))
-            continue
-        if (user.name, user.email, user.version_number) != expected:
-            problems.append(
-                f"user {user_id}: stored {(user.name, user.email, user.version_number)}"
-                f" differs from the log's {expected}"
-            )
-    return problems
+def _keyed(items: list[object]) -> dict[str, object]:
+    return {json.dumps(item, sort_keys=True, default=str): item for item in items}
+
+
+def _shown(value: object) -> str:
+    return shorten(value, _SHOWN_STATE)
 
 
 def _unstored(kind: str, folded: Collection[str], stored: Collection[str]) -> list[str]:
@@ -196,34 +288,3 @@ def _unstored(kind: str, folded: Collection[str], stored: Collection[str]) -> li
 
 def _unlogged(kind: str, key: str) -> str:
     return f"{kind} {key}: stored but has no events in the log"
-
-
-def _compare_rows(name: str, *, stored: Rows, replayed: Rows) -> list[str]:
-    """One line per differing row (the first few), then how many more differ."""
-    differing = sorted(
-        (
-            key
-            for key in stored.keys() | replayed.keys()
-            if stored.get(key) != replayed.get(key)
-        ),
-        key=repr,
-    )
-    problems = []
-    for key in differing[:SHOWN_ROWS]:
-        have, want = stored.get(key), replayed.get(key)
-        if have is None:
-            found = "missing"
-        else:
-            found = f"stored {_show(have)}"
-        expected = "has no such row" if want is None else f"gives {_show(want)}"
-        problems.append(f"{name} {_show(key)}: {found}; the replayed log {expected}")
-    if len(differing) > SHOWN_ROWS:
-        problems.append(
-            f"{name}: {len(differing) - SHOWN_ROWS} more rows differ from the"
-            " replayed log"
-        )
-    return problems
-
-
-def _show(values: NamedValues) -> str:
-    return " ".join(f"{column}={shorten(value)}" for column, value in values)

@@ -1,0 +1,262 @@
+"""The read models in PostgreSQL tables, on the unit of work's session (asyncio only).
+
+Each view works on the table it is given: the live one, or its shadow while a
+replay rebuilds it (with its statements compiled once per table, as ``sql``'s).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Boolean, MetaData, bindparam, delete, insert, or_, select
+from sqlalchemy.dialects.postgresql import insert as upsert
+from sqlalchemy.schema import CreateTable, DropTable
+
+from allocation.adapters import tables
+from allocation.adapters.postgres import sql
+from allocation.service_layer.ports import (
+    AbstractAllocationsView,
+    AbstractUsersView,
+    AllocationRow,
+    LineState,
+    UserRow,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import Table
+
+    from allocation.adapters.postgres.session import Session
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AllocationsSql:
+    """The allocations view's statements on one table."""
+
+    write_line: str
+    for_order: str
+    clear: str
+    lines: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UsersSql:
+    """The users view's statements on one table."""
+
+    upsert: str
+    by_id: str
+    by_email: str
+    clear: str
+    all_rows: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ShadowSql:
+    """A read model's shadow table: create it, fill the live one from it, drop it."""
+
+    create: str
+    swap: tuple[str, ...]
+    drop: str
+
+
+@functools.cache
+def allocations_sql(table: Table) -> AllocationsSql:
+    new = upsert(table).values(
+        orderid=bindparam("orderid"),
+        sku=bindparam("sku"),
+        qty=bindparam("qty"),
+        batchref=bindparam("batchref"),
+        version=bindparam("version"),
+        allocated=bindparam("allocated"),
+    )
+    write_line = new.on_conflict_do_update(
+        index_elements=[table.c.orderid, table.c.sku, table.c.qty],
+        set_={
+            "batchref": new.excluded.batchref,
+            "version": new.excluded.version,
+            "allocated": new.excluded.allocated,
+        },
+        # Guarded, only a newer version overwrites: events may arrive in any
+        # order, or twice. One statement for both kinds of write, so a batch
+        # of them is one executemany.
+        where=or_(
+            bindparam("unguarded", type_=Boolean),
+            table.c.version < new.excluded.version,
+        ),
+    )
+    return AllocationsSql(
+        write_line=sql.compiled(
+            write_line,
+            "orderid",
+            "sku",
+            "qty",
+            "batchref",
+            "version",
+            "allocated",
+            "unguarded",
+        ),
+        for_order=sql.compiled(
+            select(table.c.sku, table.c.batchref, table.c.qty).where(
+                table.c.orderid == bindparam("orderid"), table.c.allocated
+            ),
+            "orderid",
+        ),
+        clear=sql.compiled(delete(table)),
+        lines=sql.compiled(
+            select(
+                table.c.orderid,
+                table.c.sku,
+                table.c.qty,
+                table.c.batchref,
+                table.c.version,
+                table.c.allocated,
+            )
+        ),
+    )
+
+
+@functools.cache
+def users_sql(table: Table) -> UsersSql:
+    new = upsert(table).values(
+        user_id=bindparam("user_id"), name=bindparam("name"), email=bindparam("email")
+    )
+    columns = select(table.c.user_id, table.c.name, table.c.email)
+    return UsersSql(
+        upsert=sql.compiled(
+            new.on_conflict_do_update(
+                index_elements=[table.c.user_id],
+                set_={"name": new.excluded.name, "email": new.excluded.email},
+            ),
+            "user_id",
+            "name",
+            "email",
+        ),
+        by_id=sql.compiled(
+            columns.where(table.c.user_id == bindparam("user_id")), "user_id"
+        ),
+        by_email=sql.compiled(
+            columns.where(table.c.email == bindparam("email")), "email"
+        ),
+        clear=sql.compiled(delete(table)),
+        all_rows=sql.compiled(columns),
+    )
+
+
+_SHADOWS = MetaData(naming_convention=tables.metadata.naming_convention)
+
+
+@functools.cache
+def shadow_of(table: Table) -> Table:
+    """The shadow of a read model's table: the same columns and primary key."""
+    shadow = table.to_metadata(_SHADOWS, name=f"{table.name}_shadow")
+    # Copied, the key keeps the live table's constraint name, which PostgreSQL
+    # would refuse: it names the key's index, unique in the schema.
+    shadow.primary_key.name = f"pk_{shadow.name}"
+    return shadow
+
+
+@functools.cache
+def shadow_sql(table: Table) -> ShadowSql:
+    shadow = shadow_of(table)
+    columns = [column.name for column in table.columns]
+    return ShadowSql(
+        create=sql.ddl(CreateTable(shadow, if_not_exists=True)),
+        swap=(
+            sql.compiled(delete(table)),
+            sql.compiled(
+                insert(table).from_select(
+                    columns, select(*(shadow.c[name] for name in columns))
+                )
+            ),
+            sql.ddl(DropTable(shadow)),
+        ),
+        drop=sql.ddl(DropTable(shadow, if_exists=True)),
+    )
+
+
+class PostgresAllocationsView(AbstractAllocationsView):
+    """The allocations read model: one row per order line."""
+
+    def __init__(
+        self, session: Session, table: Table = tables.allocations_view
+    ) -> None:
+        self._session = session
+        self._sql = allocations_sql(table)
+
+    async def write_many(self, lines: Sequence[LineState]) -> None:
+        if not lines:
+            return
+        # One executemany, applied in order: within a batch too, a line's newest
+        # version wins. A line without a version applies unconditionally.
+        await self._session.execute_many(
+            self._sql.write_line,
+            [
+                (
+                    line.orderid,
+                    line.sku,
+                    line.qty,
+                    line.batchref,
+                    line.version or 0,
+                    line.allocated,
+                    line.version is None,
+                )
+                for line in lines
+            ],
+        )
+
+    async def for_order(self, orderid: str) -> list[AllocationRow]:
+        records = await self._session.fetch(self._sql.for_order, orderid)
+        # Sorted here, not by the database: its collation may differ from the
+        # code-point order every other store uses.
+        return [
+            AllocationRow(sku=sku, batchref=batchref)
+            for sku, batchref, _ in sorted(tuple(record) for record in records)
+        ]
+
+    async def clear(self) -> None:
+        await self._session.execute(self._sql.clear)
+
+    async def lines(self) -> list[LineState]:
+        records = await self._session.fetch(self._sql.lines)
+        return sorted(
+            (LineState(*record) for record in records),
+            key=lambda line: (line.orderid, line.sku, line.qty),
+        )
+
+
+class PostgresUsersView(AbstractUsersView):
+    """The users read model."""
+
+    def __init__(self, session: Session, table: Table = tables.users_view) -> None:
+        self._session = session
+        self._sql = users_sql(table)
+
+    async def add(self, user_id: str, name: str, email: str) -> None:
+        await self._session.execute(self._sql.upsert, user_id, name, email)
+
+    async def by_id(self, user_id: str) -> UserRow | None:
+        record = await self._session.fetch_row(self._sql.by_id, user_id)
+        return None if record is None else _user(record)
+
+    async def by_email(self, email: str) -> UserRow | None:
+        record = await self._session.fetch_row(self._sql.by_email, email)
+        return None if record is None else _user(record)
+
+    async def clear(self) -> None:
+        await self._session.execute(self._sql.clear)
+
+    async def all_rows(self) -> list[UserRow]:
+        records = await self._session.fetch(self._sql.all_rows)
+        # Sorted here, as for_order is: the same order on every store.
+        return sorted(
+            (_user(record) for record in records),
+            key=lambda row: (row["email"], row["id"]),
+        )
+
+
+def _user(record: Sequence[str]) -> UserRow:
+    user_id, name, email = record
+    return UserRow(id=user_id, name=name, email=email)

@@ -14,7 +14,7 @@ import pytest
 
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer.exceptions import ClaimTaken
-from allocation.service_layer.ports import Claim
+from allocation.service_layer.ports import Claim, NewEvent
 from tests.integration.store_fixtures import (
     append,
     batch_created,
@@ -114,6 +114,17 @@ async def test_one_version_twice_in_one_append_is_a_conflict(
 ) -> None:
     with pytest.raises(ConcurrencyConflict):
         await append(store, batch_created("sku1", 1), batch_created("sku1", 1))
+
+
+async def test_an_event_logged_again_is_a_concurrency_conflict(
+    store: StoreDatabase,
+) -> None:
+    first = batch_created("sku1", 1)
+    await append(store, first)
+    again = NewEvent(first.event, "product", "sku2", 1)  # same message id
+
+    with pytest.raises(ConcurrencyConflict):
+        await append(store, again)
 
 
 async def test_stream_ids_are_those_of_the_type_sorted(store: StoreDatabase) -> None:

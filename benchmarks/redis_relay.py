@@ -2,7 +2,8 @@
 latency at a steady rate.
 
 Throughput: N Allocated events are appended to a freshly migrated ``allocation_bench_<pid>``
-database through units of work and never delivered. Then, in alternating runs:
+database through units of work (``uow.event_log.append``, 10,000 per commit) and never
+delivered. Then, in alternating runs:
 
 - ours: ``relay.relay_once(bus, RedisStreamsPublisher(url, stream), batch_size=500)``
   from checkpoint 0 (the checkpoint row deleted and the stream emptied, untimed):
@@ -12,7 +13,7 @@ database through units of work and never delivered. Then, in alternating runs:
   (``broker.entry_fields`` of every logged event, computed before the clock starts).
 
 Latency: this process is the worker, wired as ``allocation worker`` wires it on
-PostgreSQL: ``relay.keep_listening`` on a ``log_listener.PostgresLogListener`` rings a
+PostgreSQL: ``relay.keep_listening`` on the database's ``log_listener()`` rings a
 ``relay.WakeUp`` on every commit notice, and ``relay.keep_relaying`` answers it, with
 the default ``ALLOCATION_RELAY_INTERVAL`` (0.1 s) as the safety-net poll. A consumer
 process is a consumer-group member: XREADGROUP (count 100, block 500 ms), each entry
@@ -20,7 +21,7 @@ handed to a handler, which takes the time, then one XACK for the entries of the 
 Producer processes (``--producers``, 1 by default) commit events at a steady total
 rate (``--rate``, 500/s), a task per event started on schedule, on a pool of 10
 asyncpg connections. Each event is its own committed transaction running the unit of
-work's own append statement (``postgres_driver.APPEND``: the advisory lock that keeps
+work's own append statement (``adapters.postgres.sql.APPEND``: the advisory lock that keeps
 positions in commit order, the row, the ``pg_notify``), sent outside an explicit
 transaction so that it commits by itself in one round trip. They are not commands
 through the bus: those cost about 2 ms of Python each, and two processes of them
@@ -53,13 +54,16 @@ import anyio
 import asyncpg
 import redis
 import redis.asyncio as aioredis
-from _postgres import drop_database, fresh_database
-from event_log_sqlite import append_allocated, open_bus
+from _harness import quiet_bus
+from _postgres import DSN, drop_database, fresh_database
 
 from allocation import config
-from allocation.adapters import broker, log_listener, postgres_driver
+from allocation.adapters import broker, log_rows
+from allocation.adapters.postgres import sql as postgres_sql
+from allocation.adapters.postgres.database import PostgresDatabase
 from allocation.domain import events
 from allocation.service_layer import relay
+from allocation.service_layer.ports import NewEvent
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -78,29 +82,49 @@ WARM_UP = "warm-up-"
 WARM_UP_EVENTS = 40
 POOL = 10  # connections per producer process
 BATCH = 500
+SKUS = 100
+APPEND_CHUNK = 10_000
+# The append statement's arrays, in its order: every column of a log row but the
+# position, which the database draws.
+_APPEND_COLUMNS = log_rows.LOG_COLUMNS[1:]
 RELAY_TARGET = 0.5
 P99_TARGET_MS = 50.0
 
 
-async def _reset(bus: MessageBus, client: aioredis.Redis) -> None:
-    """Relay checkpoint back to 0 (it only moves forward by itself), stream emptied."""
-    async with bus.uow_factory() as uow:
-        await uow.session.execute(  # type: ignore[attr-defined]  # the SQL UoW's session
-            broker_checkpoint_delete()
-        )
-        await uow.commit()
-    await client.delete(THROUGHPUT_STREAM)
-
-
-def broker_checkpoint_delete() -> Any:
-    from sqlalchemy import delete
-
-    from allocation.adapters import orm
-
-    table = orm.subscriber_checkpoints
-    return delete(table).where(
-        table.c.subscriber == relay.relay_name(THROUGHPUT_STREAM)
+def _allocated(i: int) -> NewEvent:
+    sku = f"SKU-{i % SKUS:03d}"
+    event = events.Allocated(orderid=f"order-{i}", sku=sku, qty=1, batchref=f"{sku}-b")
+    # Event i is the (i // SKUS + 1)th of its product: unique per aggregate.
+    version = i // SKUS + 1
+    return NewEvent(
+        event=event.stamped(aggregate_version=version),
+        aggregate_type="product",
+        aggregate_id=sku,
+        aggregate_version=version,
     )
+
+
+async def append_allocated(bus: MessageBus, start: int, stop: int) -> None:
+    """Log Allocated events ``start`` to ``stop - 1`` without delivering them."""
+    for first in range(start, stop, APPEND_CHUNK):
+        batch = [_allocated(i) for i in range(first, min(stop, first + APPEND_CHUNK))]
+        async with bus.uow_factory() as uow:
+            await uow.event_log.append(batch)
+            await uow.commit()
+
+
+async def _reset(client: aioredis.Redis) -> None:
+    """Relay checkpoint back to 0 (it only moves forward by itself: the row is
+    deleted behind the application's back), stream emptied."""
+    connection = await asyncpg.connect(DSN)
+    try:
+        await connection.execute(
+            "DELETE FROM subscriber_checkpoints WHERE subscriber = $1",
+            relay.relay_name(THROUGHPUT_STREAM),
+        )
+    finally:
+        await connection.close()
+    await client.delete(THROUGHPUT_STREAM)
 
 
 async def _all_fields(bus: MessageBus) -> list[dict[str, str]]:
@@ -140,7 +164,7 @@ async def throughput(bus: MessageBus, events_count: int, runs: int) -> None:
         for run in range(runs + 1):  # the first pair is a warm-up
             timings: dict[str, float] = {}
             for name in ("ours", "raw") if run % 2 == 0 else ("raw", "ours"):
-                await _reset(bus, client)
+                await _reset(client)
                 began = time.perf_counter()
                 if name == "ours":
                     published = await relay.relay_once(bus, publisher, batch_size=BATCH)
@@ -181,18 +205,13 @@ def _log_row(tag: str, i: int) -> dict[str, Any]:
     """An event-log row, as the unit of work builds it (occurred_at: now)."""
     sku = f"{tag}-{i}"  # an aggregate of its own: no version clash between producers
     event = events.Allocated(orderid=sku, sku=sku, qty=1, batchref=f"{sku}-batch")
-    return {
-        "message_id": event.message_id,
-        "aggregate_type": "product",
-        "aggregate_id": sku,
-        "aggregate_version": 1,
-        "name": event.TYPE,
-        "payload": event.payload_json(),
-        "schema_version": event.SCHEMA_VERSION,
-        "occurred_at": datetime.datetime.now(datetime.UTC),
-        "correlation_id": None,
-        "causation_id": None,
-    }
+    new = NewEvent(
+        event=event.stamped(aggregate_version=1),
+        aggregate_type="product",
+        aggregate_id=sku,
+        aggregate_version=1,
+    )
+    return log_rows.log_row(new, datetime.datetime.now(datetime.UTC))
 
 
 async def _commit_one(pool: asyncpg.Pool, tag: str, i: int) -> None:
@@ -201,9 +220,11 @@ async def _commit_one(pool: asyncpg.Pool, tag: str, i: int) -> None:
     Outside an explicit transaction the statement is its own transaction: its
     advisory lock, its row and its notice are committed together when it ends.
     """
-    arguments = postgres_driver.append_arguments([_log_row(tag, i)])
+    row = _log_row(tag, i)
     async with pool.acquire() as connection:
-        await connection.execute(postgres_driver.APPEND, *arguments)
+        await connection.execute(
+            postgres_sql.APPEND, *([row[column]] for column in _APPEND_COLUMNS)
+        )
 
 
 async def _produce(
@@ -315,11 +336,11 @@ async def latency(
         for n in range(producers)
     ]
     wake_up = relay.WakeUp()
+    # The worker's listener: a connection of its own, outside the bus's pool.
+    listening = await PostgresDatabase.open(url, pool_size=1)
     try:
         async with anyio.create_task_group() as group:
-            group.start_soon(
-                relay.keep_listening, log_listener.PostgresLogListener(url), wake_up
-            )
+            group.start_soon(relay.keep_listening, listening.log_listener(), wake_up)
             group.start_soon(
                 functools.partial(
                     relay.keep_relaying,
@@ -344,6 +365,7 @@ async def latency(
             await anyio.to_thread.run_sync(process.join, 10)
         await publisher.aclose()
         await client.aclose()
+        await listening.close()
     if len(measured) < total:
         raise RuntimeError(f"the consumer handled {len(measured)} of {total} entries")
     committed = [occurred for occurred, _, _ in measured]
@@ -380,7 +402,7 @@ async def _main(
 ) -> None:
     url = await fresh_database()
     try:
-        async with open_bus(url) as bus:
+        async with quiet_bus(url, catch_up=False) as bus:
             print("--- relay throughput")
             await throughput(bus, events_count, runs)
             print(

@@ -366,6 +366,8 @@ def _restore_state_tables(connection: sa.Connection) -> None:
         record = dict(row)
         if not isinstance(record["payload"], str):
             record["payload"] = json.dumps(record["payload"])
+        # SQLite hands the time back as text here; the fold does not read it.
+        record["occurred_at"] = datetime.datetime.now(datetime.UTC)
         logged = log_rows.logged_event(record)
         streams.setdefault((logged.aggregate_type, logged.aggregate_id), []).append(
             logged.event

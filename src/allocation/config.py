@@ -19,8 +19,8 @@ from typing import TYPE_CHECKING
 from sqlalchemy import exc as sqlalchemy_errors
 from sqlalchemy.engine import make_url
 
-from allocation.adapters import database
 from allocation.adapters.notifications import SmtpSettings
+from allocation.adapters.postgres import database as postgres_database
 from allocation.domain import values
 from allocation.domain.exceptions import AllocationError, InvalidEmail, shorten
 from allocation.service_layer.masking import mask_url
@@ -333,10 +333,10 @@ class _Environment:
                 # seems to, and a message quoting it would show half the password.
                 raise ConfigurationError(variable, raw, expected)
             try:
-                database.postgres_connect_options(parsed)
+                postgres_database.connect_options(parsed)
             except ValueError as error:
                 accepted = (
-                    f"accepted query options: {database.ACCEPTED_POSTGRES_OPTIONS}"
+                    f"accepted query options: {postgres_database.ACCEPTED_OPTIONS}"
                 )
                 raise ConfigurationError(
                     variable,

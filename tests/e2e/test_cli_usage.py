@@ -212,14 +212,20 @@ def test_replay_draws_no_bar_when_stderr_is_not_a_terminal(seeded: Cli) -> None:
     result = seeded("replay", "allocations_view")
 
     assert (result.returncode, result.stderr) == (0, "")
-    assert result.stdout == "replayed allocations_view: 1 event applied\n"
+    assert result.stdout == (
+        "replayed allocations_view: 1 event applied; the live read model agreed;"
+        " swapped in\n"
+    )
 
 
 def test_replay_on_a_terminal_shows_progress_with_rate_and_eta(seeded: Cli) -> None:
     status, stdout, drawn = _run_on_a_terminal(seeded, "replay", "allocations_view")
 
     assert status == 0, drawn
-    assert stdout == "replayed allocations_view: 1 event applied\n"
+    assert stdout == (
+        "replayed allocations_view: 1 event applied; the live read model agreed;"
+        " swapped in\n"
+    )
     assert "replay allocations_view" in drawn
     assert "positions/s" in drawn  # the rate
     assert "0:00:00" in drawn  # the time remaining, once done
@@ -233,7 +239,7 @@ def test_catch_up_on_a_terminal_shows_each_subscribers_progress(seeded: Cli) -> 
 
     assert status == 0, drawn
     assert stdout == "catch-up delivered 0 events\n"  # all handled already
-    for subscriber in ("users_view", "allocations_view", "send_welcome_email"):
+    for subscriber in ("allocations_view", "send_welcome_email", "send_coupon"):
         assert f"catch-up {subscriber}" in drawn
 
 

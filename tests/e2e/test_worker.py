@@ -34,7 +34,7 @@ anyio.run(main, backend="asyncio")
 """
 
 # Every subscriber to user_registered.
-_SUBSCRIBERS = ("send_welcome_email", "log_registration", "send_coupon", "users_view")
+_SUBSCRIBERS = ("send_welcome_email", "log_registration", "send_coupon")
 
 
 def _handled_by(cli: Cli, subscriber: str) -> int:

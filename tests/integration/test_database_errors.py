@@ -67,10 +67,14 @@ async def test_a_value_postgresql_refuses_is_a_refused_value(
 ) -> None:
     if not database_url.startswith("postgresql"):
         pytest.skip("SQLite stores these: it checks no length or range, allows NUL")
-    with pytest.raises(DataRefused) as refused:
+
+    async def record() -> None:
         async with uow_factory() as uow:
             await uow.event_log.add_dead_letter(subscriber, "m", "e", attempts)
             await uow.commit()
+
+    with pytest.raises(DataRefused) as refused:
+        await record()
 
     assert str(refused.value).startswith("the database refused a value: ")
 

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import text
 
 from allocation.domain import events, model, users
-from allocation.service_layer.ports import NewEvent
 from allocation.domain.exceptions import ConcurrencyConflict, EmailAlreadyRegistered
 from allocation.service_layer import catchup, rebuild, services
+from allocation.service_layer.ports import NewEvent
 from allocation.service_layer.verify import verify
 from allocation.testing import FakeUnitOfWork
 from tests.conftest import random_batchref, random_sku

@@ -60,16 +60,24 @@ async def _populate_revision_0004(engine: AsyncEngine) -> None:
     await migrations.upgrade(engine, "0004")
     async with engine.begin() as connection:
         for statement in (
-            "INSERT INTO products (sku, version_number) VALUES ('TABLE', 2),"
-            " ('LAMP', 0)",
-            "INSERT INTO batches (id, reference, sku, purchased_quantity, eta)"
-            " VALUES (1, 't1', 'TABLE', 20, NULL), (2, 'l1', 'LAMP', 10, NULL),"
-            " (3, 'l2', 'LAMP', 5, '2031-01-02')",
-            "INSERT INTO allocations (batch_id, orderid, sku, qty)"
-            " VALUES (1, 'o1', 'TABLE', 2), (2, 'o2', 'LAMP', 4)",
-            "INSERT INTO allocations_view (orderid, sku, qty, batchref, version,"
-            " allocated) VALUES ('o1', 'TABLE', 2, 't1', 2, true),"
-            " ('o2', 'LAMP', 4, 'l1', 0, true)",
+            (
+                "INSERT INTO products (sku, version_number) VALUES ('TABLE', 2),"
+                " ('LAMP', 0)"
+            ),
+            (
+                "INSERT INTO batches (id, reference, sku, purchased_quantity, eta)"
+                " VALUES (1, 't1', 'TABLE', 20, NULL), (2, 'l1', 'LAMP', 10, NULL),"
+                " (3, 'l2', 'LAMP', 5, '2031-01-02')"
+            ),
+            (
+                "INSERT INTO allocations (batch_id, orderid, sku, qty)"
+                " VALUES (1, 'o1', 'TABLE', 2), (2, 'o2', 'LAMP', 4)"
+            ),
+            (
+                "INSERT INTO allocations_view (orderid, sku, qty, batchref, version,"
+                " allocated) VALUES ('o1', 'TABLE', 2, 't1', 2, true),"
+                " ('o2', 'LAMP', 4, 'l1', 0, true)"
+            ),
         ):
             await connection.execute(text(statement))
         await connection.execute(

@@ -14,7 +14,7 @@ import pytest
 
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer.exceptions import ClaimTaken
-from allocation.service_layer.ports import Claim
+from allocation.service_layer.ports import Claim, NewEvent
 from tests.integration.store_fixtures import (
     append,
     batch_created,
@@ -116,6 +116,17 @@ async def test_one_version_twice_in_one_append_is_a_conflict(
         await append(store, batch_created("sku1", 1), batch_created("sku1", 1))
 
 
+async def test_an_event_logged_again_is_a_concurrency_conflict(
+    store: StoreDatabase,
+) -> None:
+    first = batch_created("sku1", 1)
+    await append(store, first)
+    again = NewEvent(first.event, "product", "sku2", 1)  # same message id
+
+    with pytest.raises(ConcurrencyConflict):
+        await append(store, again)
+
+
 async def test_stream_ids_are_those_of_the_type_sorted(store: StoreDatabase) -> None:
     await append(store, batch_created("b", 1), batch_created("c", 1))
     await append(store, batch_created("a", 1), user_registered("u1"))
@@ -143,6 +154,23 @@ async def test_a_stream_lock_holds_the_next_writer_until_the_commit(
         await log.append([batch_created("sku1", 1)])
 
     assert seen == [1]
+
+
+async def test_a_log_lock_holds_back_other_appends_until_the_commit(
+    store: StoreDatabase,
+) -> None:
+    async def other_writer() -> None:
+        await append(store, user_registered("u1"))
+
+    async with anyio.create_task_group() as group, committing(store) as log:
+        await log.lock_log()
+        group.start_soon(other_writer)
+        await anyio.wait_all_tasks_blocked()
+        assert await log.last_position() == 0
+        await log.append([batch_created("sku1", 1)])
+
+    async with reading(store) as log:
+        assert [e.aggregate_id for e in await log.read(after=0)] == ["sku1", "u1"]
 
 
 # ---- the whole log

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from allocation.domain import users
-from allocation.service_layer import catchup
+from allocation.service_layer import catchup, rebuild
 from allocation.service_layer.exceptions import UnknownSubscriber
 
 if TYPE_CHECKING:
@@ -37,9 +37,9 @@ async def test_catch_up_reports_each_subscriber_from_its_checkpoint_to_the_end(
 
     await catchup.catch_up(bus, batch_size=2, progress=record)
 
-    # users_view and the three article handlers take user_registered; a batch of
-    # two events, then the last one.
-    for subscriber in ("users_view", "send_welcome_email", "send_coupon"):
+    # The three article handlers take user_registered (the users view is inline):
+    # a batch of two events, then the last one.
+    for subscriber in ("send_welcome_email", "log_registration", "send_coupon"):
         assert reports[subscriber] == [(0, 3), (2, 3), (3, 3)], subscriber
 
 
@@ -52,8 +52,47 @@ async def test_replay_reports_from_the_start_of_the_log(
     def record(position: int, last: int) -> None:
         reports.append((position, last))
 
-    assert await catchup.replay(bus, "users_view", batch_size=2, progress=record) == 3
+    replayed = await rebuild.replay(bus, "users_view", batch_size=2, progress=record)
+    assert replayed.applied == 3
+    assert replayed.differences == []  # the inline view was written by each commit
     assert reports == [(0, 3), (2, 3), (3, 3)]
+
+
+async def test_a_replay_reports_how_the_live_read_model_differed(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    await _register_without_dispatch(uow, 2)
+    async with uow:
+        await uow.users_view.add("u0", "Mallory", "ann0@example.com")
+        await uow.commit()
+
+    replayed = await rebuild.replay(bus, "users_view", dry_run=True)
+
+    assert replayed.differences == [
+        (
+            "users_view user_id='u0': stored name='Mallory' email='ann0@example.com';"
+            " the replayed log gives name='Ann' email='ann0@example.com'"
+        )
+    ]
+    assert not replayed.swapped
+    async with uow:
+        assert (await uow.users_view.by_id("u0") or {}).get("name") == "Mallory"
+
+
+async def test_a_replay_swaps_the_rebuild_in(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    await _register_without_dispatch(uow, 2)
+    async with uow:
+        await uow.users_view.add("u0", "Mallory", "ann0@example.com")
+        await uow.commit()
+
+    replayed = await rebuild.replay(bus, "users_view")
+
+    assert replayed.swapped
+    async with uow:
+        assert (await uow.users_view.by_id("u0") or {}).get("name") == "Ann"
+        assert len(await uow.users_view.all_rows()) == 2
 
 
 async def test_replaying_an_unknown_subscriber_names_the_valid_ones(
@@ -61,7 +100,7 @@ async def test_replaying_an_unknown_subscriber_names_the_valid_ones(
 ) -> None:
     """Regression (issue 8): `allocation replay foo` did not say what would do."""
     with pytest.raises(UnknownSubscriber) as refused:
-        await catchup.replay(bus, "foo")
+        await rebuild.replay(bus, "foo")
 
     assert str(refused.value) == (
         "no subscriber 'foo': valid names: allocations_view, users_view"

@@ -7,22 +7,23 @@ import re
 import pytest
 
 from allocation.adapters import database
+from allocation.adapters.postgres import database as postgres_database
 from allocation.service_layer.exceptions import DatabaseUnavailable
 
 BASE = "postgresql+asyncpg://app:pw@h:5432/db"
 
 
-@pytest.mark.parametrize("mode", database.SSL_MODES)
+@pytest.mark.parametrize("mode", postgres_database.SSL_MODES)
 @pytest.mark.parametrize("key", ["sslmode", "ssl"])
 def test_an_ssl_mode_is_asyncpgs_ssl(key: str, mode: str) -> None:
-    url, arguments = database.postgres_connect_options(f"{BASE}?{key}={mode}")
+    url, arguments = postgres_database.connect_options(f"{BASE}?{key}={mode}")
 
     assert arguments == {"ssl": mode}
     assert url.render_as_string(hide_password=False) == BASE
 
 
 def test_an_application_name_is_a_server_setting() -> None:
-    url, arguments = database.postgres_connect_options(
+    url, arguments = postgres_database.connect_options(
         f"{BASE}?application_name=shop&sslmode=disable"
     )
 
@@ -45,7 +46,7 @@ def test_an_application_name_is_a_server_setting() -> None:
 )
 def test_any_other_query_is_refused(query: str, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(reason)):
-        database.postgres_connect_options(f"{BASE}?{query}")
+        postgres_database.connect_options(f"{BASE}?{query}")
 
 
 def test_an_engine_takes_the_translated_options() -> None:

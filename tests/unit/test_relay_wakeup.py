@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import pytest
 
-from allocation.service_layer.locks import SubscriberLocks
 from allocation.service_layer import relay, services
 from allocation.service_layer.exceptions import DatabaseUnavailable
+from allocation.service_layer.locks import SubscriberLocks
 from allocation.testing import (
     FakePublisher,
 )

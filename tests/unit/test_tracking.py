@@ -6,16 +6,16 @@ from typing import TYPE_CHECKING
 
 import anyio
 import pytest
-from allocation.adapters.eventlog import NewEvent
 
 from allocation import config
 from allocation.bootstrap import bootstrap
 from allocation.domain import events, users
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import catchup, services
+from allocation.service_layer.ports import NewEvent
 from allocation.testing import (
     FakeConsole,
-    FakeEventLog,
+    FakeEventStore,
     FakeNotifications,
     FakeUnitOfWork,
 )
@@ -43,12 +43,25 @@ async def test_every_committed_event_is_logged_with_its_version(
     assert logged == [("batch_created", "LAMP", 1), ("allocated", "LAMP", 2)]
 
 
-async def test_a_projection_records_the_event_in_its_own_commit(
+async def test_an_asynchronous_projection_records_the_event_in_its_own_commit(
     bus: MessageBus, uow: FakeUnitOfWork
 ) -> None:
+    await services.add_batch(bus, "b1", "LAMP", 10)
+    await services.allocate(bus, "o1", "LAMP", 2)
+    allocated = uow.event_log.logged[-1]
+    assert processed_by(uow, "allocations_view") == {allocated.event.message_id}
+
+
+async def test_an_inline_projection_is_written_by_the_commands_own_commit(
+    bus: MessageBus, uow: FakeUnitOfWork
+) -> None:
+    commits = uow.commits
     await services.register_user(bus, "Ann", "ann@example.com")
-    [registered] = uow.event_log.logged
-    assert processed_by(uow, "users_view") == {registered.event.message_id}
+    async with uow:
+        assert await uow.users_view.by_email("ann@example.com") is not None
+    # One commit for the registration; the three article handlers commit nothing.
+    assert uow.commits == commits + 1
+    assert processed_by(uow, "users_view") == set()
 
 
 async def test_handlers_without_a_commit_are_recorded_when_flushed(
@@ -64,7 +77,7 @@ async def test_handlers_without_a_commit_are_recorded_when_flushed(
         assert processed_by(uow, subscriber) == {registered.event.message_id}
 
 
-class _StallingEventLog(FakeEventLog):
+class _StallingEventLog(FakeEventStore):
     """Stalls the first recording of handled messages until it is cancelled."""
 
     def __init__(self) -> None:
@@ -190,8 +203,11 @@ async def test_catch_up_with_fakes_delivers_what_was_not_dispatched(
         await uow.commit()
     uow.collect_new_events()  # the dispatch that never happened
 
-    assert await catchup.catch_up(bus) == 4
-    assert await uow.users_view.by_email("ann@example.com") is not None
+    assert (
+        await catchup.catch_up(bus) == 3
+    )  # the article's handlers; the view is inline
+    async with uow:
+        assert await uow.users_view.by_email("ann@example.com") is not None
     assert await catchup.catch_up(bus) == 0
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.sql.compiler import SQLCompiler
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping, Sequence
 
@@ -61,10 +63,16 @@ def compile_for(
         dialect=dialect,
         column_keys=list(column_keys) if column_keys is not None else None,
     )
+    if not isinstance(compiled, SQLCompiler):
+        raise TypeError(f"not a SQL statement: {statement!r}")
     names = tuple(compiled.positiontup or ())
+    # The dialect's own conversions of Python values, as SQLAlchemy applies them.
     bind_processors = compiled._bind_processors
     return Statement(
         sql=compiled.string,
         names=names,
-        processors=tuple(bind_processors.get(name) for name in names),  # type: ignore[misc]  # processors are plain callables
+        processors=tuple(
+            bind_processors.get(name)  # type: ignore[misc]  # a sequence only for tuples of values, which we never bind
+            for name in names
+        ),
     )

@@ -71,6 +71,7 @@ class _LogChanges:
         default_factory=dict
     )
     versions: set[tuple[str, str, int]] = dataclasses.field(default_factory=set)
+    message_ids: set[str] = dataclasses.field(default_factory=set)
     claims: dict[Pair, str] = dataclasses.field(default_factory=dict)
     snapshots: dict[StreamKey, Snapshot] = dataclasses.field(default_factory=dict)
     processed: set[Pair] = dataclasses.field(default_factory=set)
@@ -196,6 +197,14 @@ class FakeEventStore(Bound, AbstractEventStore):
                 raise ConcurrencyConflict(
                     new_events[0].aggregate_type, "version already logged"
                 )
+            # A message id is unique in the log too: the same event logged twice.
+            message_ids = [new.event.message_id for new in new_events]
+            if len(set(message_ids)) < len(message_ids) or any(
+                mid in data.by_id or mid in changes.message_ids for mid in message_ids
+            ):
+                raise ConcurrencyConflict(
+                    new_events[0].aggregate_type, "event already logged"
+                )
             now = datetime.datetime.now(datetime.UTC)
             first = len(data.logged) + len(changes.events) + 1
             for position, new in enumerate(new_events, first):
@@ -214,6 +223,7 @@ class FakeEventStore(Bound, AbstractEventStore):
                 )
                 bisect.insort(stream, logged, key=_version)
             changes.versions.update(versions)
+            changes.message_ids.update(message_ids)
 
     async def read_stream(
         self,
@@ -247,6 +257,12 @@ class FakeEventStore(Bound, AbstractEventStore):
         if transaction is not None:  # outside a transaction there is nothing to hold
             key = ("stream", aggregate_type, aggregate_id)
             await self._data.locks.acquire(key, transaction)
+
+    async def lock_log(self) -> None:
+        transaction = self._reading()
+        if transaction is not None:
+            # The appenders' own lock: theirs wait until this transaction ends.
+            await self._data.locks.acquire(_APPEND_LOCK, transaction)
 
     async def latest_snapshot(
         self, aggregate_type: str, aggregate_id: str

@@ -109,7 +109,9 @@ class Repository(Generic[AggregateT]):
         if start is None and not logged:
             return None
         replayed = self.aggregate_class.replayed(
-            aggregate_id, (entry.event for entry in logged), start=start
+            aggregate_id,
+            (entry.event for entry in logged),
+            start=start,  # type: ignore[arg-type]  # an AggregateT of this very class
         )
         return replayed  # type: ignore[return-value]  # the class of AggregateT
 

@@ -126,7 +126,23 @@ async def test_verify_sees_a_claimed_email_whose_case_was_changed(
     problems = await verify(bus.uow_factory(), scratch=FakeUnitOfWork())
 
     assert problems == [
-        f"claim email 'ann@example.com': missing; the log's fold gives '{user_id}'"
+        f"claim email 'ANN@example.com': held by '{user_id}'; the log's fold makes no"
+        " such claim",
+        f"claim email 'ann@example.com': missing; the log's fold gives '{user_id}'",
+    ]
+
+
+async def test_verify_names_a_claim_no_event_made(
+    bus: MessageBus, engine: AsyncEngine
+) -> None:
+    """Issue 9: an orphan claim passed verify and refused the email it held."""
+    await _tamper(
+        engine,
+        "INSERT INTO claims (kind, value, owner) VALUES ('email', 'ghost@example.com', 'x')",
+    )
+
+    assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
+        "claim email 'ghost@example.com': held by 'x'; the log's fold makes no such claim"
     ]
 
 
@@ -260,19 +276,22 @@ async def test_verify_names_the_event_after_a_gap_in_a_stream(
     )
 
     assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
-        f"product CHAIR: event at position {position} has version 3, expected 2"
+        f"product CHAIR: event at position {position} has version 3, expected 2",
+        "claim batch 's2': held by 'CHAIR'; the log's fold makes no such claim",
     ]
 
 
 async def test_verify_reports_events_of_an_aggregate_type_the_domain_lacks(
     bus: MessageBus, engine: AsyncEngine
 ) -> None:
-    await services.register_user(bus, "Ann", "ann@example.com")
+    user_id = await services.register_user(bus, "Ann", "ann@example.com")
     await _tamper(engine, "UPDATE event_log SET aggregate_type = 'customer'")
 
     assert await verify(bus.uow_factory(), scratch=FakeUnitOfWork()) == [
         (
             "aggregate type 'customer': 1 event(s) in the log, but the domain has no"
             " such aggregate to fold them"
-        )
+        ),
+        f"claim email 'ann@example.com': held by '{user_id}'; the log's fold makes"
+        " no such claim",
     ]

@@ -306,6 +306,15 @@ class FakeEventStore(Bound, AbstractEventStore):
             return changes.claims[kind, value]
         return self._data.claims.get((kind, value))
 
+    async def claims(self) -> list[Claim]:
+        held = dict(self._data.claims)
+        changes = self._staged()
+        if changes is not None:
+            held.update(changes.claims)
+        return [
+            Claim(kind, value, owner) for (kind, value), owner in sorted(held.items())
+        ]
+
     # ---- the whole log
 
     async def read(

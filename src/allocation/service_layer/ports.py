@@ -152,6 +152,15 @@ class AbstractEventStore(abc.ABC):
     async def claim_owner(self, kind: str, value: str) -> str | None:
         """The aggregate id that holds ``value``, if any."""
 
+    @abc.abstractmethod
+    async def claims(self) -> list[Claim]:
+        """Every claim, by kind then value (for verification)."""
+
+    async def read_one_snapshot(self) -> None:  # noqa: B027 - an engine without concurrent writers has nothing to do
+        """Make every later read of this unit of work see the database as of one
+        moment, however many statements it takes (``verify`` reads the log and
+        the state it compares in many); call it before the first read."""
+
     # ---- the whole log, in commit order
 
     @abc.abstractmethod

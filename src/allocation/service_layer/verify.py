@@ -157,6 +157,9 @@ async def verify(
     """
     fold = _Fold()
     async with uow, scratch:
+        # Commands may run meanwhile: the log and what it is compared with are
+        # read as of one moment.
+        await uow.event_log.read_one_snapshot()
         after = 0
         while batch := await uow.event_log.read(after=after, limit=batch_size):
             fold.add(batch)
@@ -222,16 +225,22 @@ async def _compare_aggregates(
 async def _compare_claims(
     uow: AbstractUnitOfWork, expected: dict[tuple[str, str], str]
 ) -> list[str]:
-    """Each unique value the log's events claim against the claim stored for it."""
+    """The stored claims against those the log's events make: a missing one, one
+    held by another aggregate, and one no event made (it would refuse a value
+    nobody holds)."""
+    stored = {
+        (claim.kind, claim.value): claim.owner for claim in await uow.event_log.claims()
+    }
     problems = []
-    for (kind, value), owner in sorted(expected.items()):
-        held_by = await uow.event_log.claim_owner(kind, value)
-        if held_by != owner:
-            stored = "missing" if held_by is None else f"held by {shorten(held_by)}"
-            problems.append(
-                f"claim {kind} {shorten(value)}: {stored}; the log's fold gives"
-                f" {shorten(owner)}"
-            )
+    for kind, value in sorted(stored.keys() | expected.keys()):
+        held_by, owner = stored.get((kind, value)), expected.get((kind, value))
+        if held_by == owner:
+            continue
+        found = "missing" if held_by is None else f"held by {shorten(held_by)}"
+        wanted = "makes no such claim" if owner is None else f"gives {shorten(owner)}"
+        problems.append(
+            f"claim {kind} {shorten(value)}: {found}; the log's fold {wanted}"
+        )
     return problems
 
 

@@ -57,6 +57,16 @@ class Session:
         """Open the transaction now, if it is not yet."""
         await self._in_transaction()
 
+    async def read_one_snapshot(self) -> None:
+        """Open the transaction now, REPEATABLE READ: every later statement sees
+        the database as the first one did (nothing if one is open already)."""
+        if self._begun:
+            return
+        connection = self._connection or await self._connected()
+        with self._guard:
+            await connection.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        self._begun = True
+
     async def execute(self, sql: str, *arguments: object) -> None:
         """Run a write, in the transaction."""
         connection = await self._in_transaction()

@@ -249,6 +249,11 @@ CLAIM_OWNER = compiled(
     "kind",
     "value",
 )
+ALL_CLAIMS = compiled(
+    select(_claims.c.kind, _claims.c.value, _claims.c.owner).order_by(
+        _claims.c.kind, _claims.c.value
+    )
+)
 
 _processed = tables.processed_messages
 _new_processed = upsert(_processed).from_select(

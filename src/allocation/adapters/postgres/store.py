@@ -14,13 +14,13 @@ from allocation.adapters.log_rows import dead_letter, log_row, logged_event, utc
 from allocation.adapters.postgres import sql
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer.exceptions import ClaimTaken
-from allocation.service_layer.ports import AbstractEventStore, Snapshot
+from allocation.service_layer.ports import AbstractEventStore, Claim, Snapshot
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
 
     from allocation.adapters.postgres.session import Session
-    from allocation.service_layer.ports import Claim, DeadLetter, LoggedEvent, NewEvent
+    from allocation.service_layer.ports import DeadLetter, LoggedEvent, NewEvent
 
 # The APPEND statement's arrays, in its order: one per column of the new rows.
 _APPEND_COLUMNS = (
@@ -185,6 +185,17 @@ class PostgresEventStore(AbstractEventStore):
             sql.CLAIM_OWNER, kind, value
         )
         return owner
+
+    async def claims(self) -> list[Claim]:
+        rows = await self._session.fetch(sql.ALL_CLAIMS)
+        # Sorted here too: collations differ between engines, code points do not.
+        return sorted(
+            (Claim(row[0], row[1], row[2]) for row in rows),
+            key=lambda claim: (claim.kind, claim.value),
+        )
+
+    async def read_one_snapshot(self) -> None:
+        await self._session.read_one_snapshot()
 
     # ---- the whole log
 

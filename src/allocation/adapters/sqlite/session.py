@@ -116,6 +116,7 @@ class SqliteSession:
 
     __slots__ = (
         "_begin",
+        "_begin_reading",
         "_broken",
         "_connection",
         "_database",
@@ -134,6 +135,7 @@ class SqliteSession:
         self._connection: aiosqlite.Connection | None = None
         self._pending: list[Write] = []
         self._begin = False
+        self._begin_reading = False
         self._holds_writer = False
         self._broken = False
         # A trip was cancelled on its way: its outcome is known after the next one.
@@ -183,6 +185,12 @@ class SqliteSession:
             await self._hold_writer()
         self._begin = True
 
+    def read_one_snapshot(self) -> None:
+        """Begin a reading transaction at the next trip (nothing if one is open):
+        every later read sees the file as that trip's read did."""
+        if not self.in_transaction:
+            self._begin_reading = True
+
     async def commit(self) -> None:
         """Commit what was written (nothing to do if nothing was)."""
         if self._pending or self.in_transaction or self._uncertain:
@@ -226,13 +234,15 @@ class SqliteSession:
         )
         if begin and not self._holds_writer:
             await self._hold_writer()
+        # IMMEDIATE takes the write lock; a plain BEGIN starts a reader's snapshot.
+        opening = "BEGIN IMMEDIATE" if begin else "BEGIN" if self._begin_reading else ""
         writes, self._pending = self._pending, []
-        self._begin = False
+        self._begin = self._begin_reading = False
         self.failed = None
         self._trips = trip = self._trips + 1
         try:
             result = await on_worker(
-                connection, _run_trip, self, trip, begin, writes, write, fetch,
+                connection, _run_trip, self, trip, opening, writes, write, fetch,
                 sql, arguments, end,
             )  # fmt: skip
         except errors.DRIVER_ERRORS as error:
@@ -282,7 +292,7 @@ def _run_trip(
     connection: sqlite3.Connection,
     session: SqliteSession,
     trip: int,
-    begin: bool,
+    opening: str,
     writes: list[Write],
     write: Write | None,
     fetch: Fetch | None,
@@ -297,8 +307,8 @@ def _run_trip(
             if connection.in_transaction:
                 connection.rollback()
             return None
-        if begin and not connection.in_transaction:
-            connection.execute("BEGIN IMMEDIATE")
+        if opening and not connection.in_transaction:
+            connection.execute(opening)
         for queued in writes:
             session.failed = queued
             queued.run(connection)

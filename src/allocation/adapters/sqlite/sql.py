@@ -175,6 +175,11 @@ CLAIM_OWNER = _sql(
     "kind",
     "value",
 )
+ALL_CLAIMS = _sql(
+    select(_claims.c.kind, _claims.c.value, _claims.c.owner).order_by(
+        _claims.c.kind, _claims.c.value
+    )
+)
 
 _processed = tables.processed_messages
 MARK_PROCESSED = _sql(insert(_processed), "subscriber", "message_id")

@@ -15,14 +15,14 @@ from allocation.adapters import log_rows
 from allocation.adapters.sqlite import sql
 from allocation.adapters.sqlite.session import Write
 from allocation.service_layer.exceptions import ClaimTaken
-from allocation.service_layer.ports import AbstractEventStore, Snapshot
+from allocation.service_layer.ports import AbstractEventStore, Claim, Snapshot
 
 if TYPE_CHECKING:
     import sqlite3
     from collections.abc import Collection, Iterable, Sequence
 
     from allocation.adapters.sqlite.session import SqliteSession
-    from allocation.service_layer.ports import Claim, DeadLetter, LoggedEvent, NewEvent
+    from allocation.service_layer.ports import DeadLetter, LoggedEvent, NewEvent
 
 
 class _ClaimWrite(Write):
@@ -146,6 +146,13 @@ class SqliteEventStore(AbstractEventStore):
     async def claim_owner(self, kind: str, value: str) -> str | None:
         row = await self._session.fetch_one(sql.CLAIM_OWNER, (kind, value))
         return None if row is None else str(row[0])
+
+    async def claims(self) -> list[Claim]:
+        rows = await self._session.fetch_all(sql.ALL_CLAIMS)
+        return [Claim(kind, value, owner) for kind, value, owner in rows]
+
+    async def read_one_snapshot(self) -> None:
+        self._session.read_one_snapshot()
 
     # ---- the whole log
 

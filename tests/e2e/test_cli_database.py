@@ -49,7 +49,7 @@ def test_db_downgrade_that_would_lose_data_is_refused_without_yes(
     assert result.returncode == 1
     assert "would lose data" in line
     assert "table claims (2 rows)" in line
-    assert "table users (1 row)" in line
+    assert "table users_view (1 row)" in line
     assert "--yes" in line
     assert snapshot(seeded.database) == before
     assert seeded.ok("db", "current") == [

@@ -126,8 +126,10 @@ async def test_verify_sees_a_claimed_email_whose_case_was_changed(
     problems = await verify(bus.uow_factory(), scratch=FakeUnitOfWork())
 
     assert problems == [
-        f"claim email 'ANN@example.com': held by '{user_id}'; the log's fold makes no"
-        " such claim",
+        (
+            f"claim email 'ANN@example.com': held by '{user_id}'; the log's fold makes no"
+            " such claim"
+        ),
         f"claim email 'ann@example.com': missing; the log's fold gives '{user_id}'",
     ]
 
@@ -292,6 +294,8 @@ async def test_verify_reports_events_of_an_aggregate_type_the_domain_lacks(
             "aggregate type 'customer': 1 event(s) in the log, but the domain has no"
             " such aggregate to fold them"
         ),
-        f"claim email 'ann@example.com': held by '{user_id}'; the log's fold makes"
-        " no such claim",
+        (
+            f"claim email 'ann@example.com': held by '{user_id}'; the log's fold makes"
+            " no such claim"
+        ),
     ]

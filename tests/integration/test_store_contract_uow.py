@@ -390,3 +390,33 @@ async def test_a_snapshot_newer_than_the_version_asked_for_is_ignored(
 
     assert then is not None
     assert [(b.reference, b.purchased_quantity) for b in then.batches] == [("b1", 10)]
+
+
+async def test_a_snapshot_past_the_end_of_its_stream_is_ignored(
+    store: StoreDatabase,
+) -> None:
+    """Issue 9: a snapshot at version 5000 of a 3-event stream was trusted, and the
+    next command appended version 5001: a gap in the log for good."""
+    await save(store, new_product("sku1", ("b1", 10), ("b2", 5)))
+    async with committing(store) as log:
+        state = repository.snapshot_of(new_product("sku1", ("b1", 99)))
+        await log.save_snapshot(
+            Snapshot(
+                aggregate_type="product",
+                aggregate_id="sku1",
+                version=5000,
+                schema_version=model.Product.SNAPSHOT_VERSION,
+                state_json=state.state_json,
+            )
+        )
+
+    async with store.unit_of_work() as uow:
+        product = await uow.products.get("sku1")
+        assert product is not None
+        assert product.version_number == 2
+        product.allocate(model.OrderLine("o1", "sku1", 1))
+        await uow.commit()
+
+    async with reading(store) as log:
+        stream = await log.read_stream("product", "sku1")
+    assert [logged.aggregate_version for logged in stream] == [1, 2, 3]

@@ -99,15 +99,34 @@ class Repository(Generic[AggregateT]):
         self, aggregate_id: str, *, up_to_version: int | None
     ) -> AggregateT | None:
         start = await self._snapshot_start(aggregate_id, up_to_version)
-        after = 0 if start is None else start.version_number
-        logged = await self._store.read_stream(
-            self.aggregate_type,
-            aggregate_id,
-            after_version=after,
-            up_to_version=up_to_version,
-        )
-        if start is None and not logged:
-            return None
+        logged = []
+        if start is not None:
+            # Read from the snapshot's own event: a snapshot past the end of its
+            # stream (written wrong, or by hand) must not decide, or the next
+            # append would leave a gap in the log.
+            logged = await self._store.read_stream(
+                self.aggregate_type,
+                aggregate_id,
+                after_version=start.version_number - 1,
+                up_to_version=up_to_version,
+            )
+            if logged and logged[0].aggregate_version == start.version_number:
+                logged = logged[1:]
+            else:
+                logger.warning(
+                    "ignoring the snapshot of %s %s at version %d: its stream"
+                    " has no such event",
+                    self.aggregate_type,
+                    aggregate_id,
+                    start.version_number,
+                )
+                start = None
+        if start is None:
+            logged = await self._store.read_stream(
+                self.aggregate_type, aggregate_id, up_to_version=up_to_version
+            )
+            if not logged:
+                return None
         replayed = self.aggregate_class.replayed(
             aggregate_id,
             (entry.event for entry in logged),

@@ -42,6 +42,18 @@ def test_history_at_a_version_stops_there(seeded: Cli) -> None:
     assert only["state"]["batches"]["warehouse"]["allocations"] == []
 
 
+def test_history_past_the_last_version_says_where_the_stream_ends(
+    seeded: Cli,
+) -> None:
+    result = seeded("history", "product", "LAMP", "--at-version", "1000")
+
+    assert result.returncode == 0
+    assert len(result.stdout.splitlines()) == 4  # both events, each with its state
+    assert result.stderr == (
+        "product 'LAMP' has 2 events: version 1000 is not reached yet\n"
+    )
+
+
 def test_history_of_a_user(seeded: Cli) -> None:
     [line] = seeded.ok("history", "user", _user_id(seeded), "--json")
 

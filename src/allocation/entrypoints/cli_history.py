@@ -7,6 +7,7 @@ uses itself), so what is printed is what a load of that version returns.
 from __future__ import annotations
 
 import json
+import sys
 from typing import TYPE_CHECKING, Any
 
 from allocation.bootstrap import bootstrap
@@ -100,6 +101,13 @@ async def _history(args: argparse.Namespace) -> int:
             f"{entry.event.TYPE}\t{payload}"
         )
         print(f"\tstate: {json.dumps(after, ensure_ascii=False, sort_keys=True)}")
+    last = logged[-1].aggregate_version
+    if args.at_version is not None and last < args.at_version:
+        print(
+            f"{args.kind} {shorten(args.aggregate_id)} has {last} events:"
+            f" version {args.at_version} is not reached yet",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -183,11 +183,13 @@ class SqliteEventStore(AbstractEventStore):
         rows = [(subscriber, message_id) for message_id in message_ids]
         if not rows:
             return
-        if exactly_once:
-            # A message recorded already fails here: AlreadyProcessed.
-            await self._session.write(Write(sql.MARK_PROCESSED, rows, many=True))
-        else:
-            self._session.queue(Write(sql.MARK_PROCESSED_UNLESS_THERE, rows, many=True))
+        # Both go with the next trip (a batch's commit, in catch-up): a message
+        # recorded already then fails that trip, and the commit, with
+        # AlreadyProcessed.
+        statement = (
+            sql.MARK_PROCESSED if exactly_once else sql.MARK_PROCESSED_UNLESS_THERE
+        )
+        self._session.queue(Write(statement, rows, many=True))
 
     async def processed_among(
         self, subscriber: str, message_ids: Collection[str]

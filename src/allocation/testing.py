@@ -26,10 +26,10 @@ from allocation.service_layer.channels import (
     AbstractPublisher,
 )
 from allocation.service_layer.exceptions import BrokerUnavailable
+from allocation.service_layer.tracking import handling
 from allocation.service_layer.unit_of_work import (
     DEFAULT_SNAPSHOT_EVERY,
     AbstractUnitOfWork,
-    handling,
 )
 
 if TYPE_CHECKING:

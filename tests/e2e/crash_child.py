@@ -12,7 +12,7 @@ Every command is written to the JOURNAL (JSON lines, unbuffered, appended) befor
 is handed to the bus, with its message id, its payload and the outcome it must have;
 its actual outcome is written after it. Every email is appended to EMAILS, synced to
 disk, before ``send`` returns, with the subscriber and the message id of the handler
-call that sent it (from ``unit_of_work.handling``); console lines go to CONSOLE.
+call that sent it (from ``tracking.handling``); console lines go to CONSOLE.
 Any surprise (an outcome other than the expected one, a traceback) ends the process
 with a non-zero status and the reason on stderr.
 """
@@ -36,7 +36,7 @@ from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import EmailAlreadyRegistered
 from allocation.service_layer import services
 from allocation.service_layer.exceptions import InvalidSku
-from allocation.service_layer.unit_of_work import handling
+from allocation.service_layer.tracking import handling
 
 if TYPE_CHECKING:
     from allocation.service_layer.messagebus import Message, MessageBus

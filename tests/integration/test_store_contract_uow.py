@@ -18,7 +18,7 @@ from allocation.domain.exceptions import (
     ConcurrencyConflict,
     EmailAlreadyRegistered,
 )
-from allocation.service_layer import repository, unit_of_work
+from allocation.service_layer import repository, tracking
 from allocation.service_layer.ports import Snapshot
 from tests.integration.store_fixtures import batch_created, committing, reading
 
@@ -160,11 +160,11 @@ async def test_the_users_view_is_current_once_the_registration_commits(
 @contextlib.contextmanager
 def handling(message: events.Event, subscriber: str) -> Iterator[None]:
     """Inside: a call of handler ``subscriber`` on ``message``, as the bus marks it."""
-    token = unit_of_work.handling.set(unit_of_work.Handling(message, subscriber))
+    token = tracking.handling.set(tracking.Handling(message, subscriber))
     try:
         yield
     finally:
-        unit_of_work.handling.reset(token)
+        tracking.handling.reset(token)
 
 
 async def test_a_handled_message_commits_once_per_subscriber(

@@ -21,6 +21,7 @@ CORE = (
     "allocation.service_layer.rebuild",
     "allocation.service_layer.relay",
     "allocation.service_layer.consumer",
+    "allocation.service_layer.tracking",
     "allocation.service_layer.verify",
     "allocation.views",
     "allocation.testing",

@@ -9,7 +9,7 @@ import anyio
 
 from allocation.domain import events, users
 from allocation.domain.exceptions import AllocationError
-from allocation.service_layer import unit_of_work
+from allocation.service_layer import tracking
 from allocation.service_layer.ports import Claim
 from allocation.testing import FakeUnitOfWork
 
@@ -102,7 +102,7 @@ async def test_each_handler_call_collects_the_events_it_committed() -> None:
     async def handler_call(user_id: str) -> None:
         nonlocal committed
         message = events.OutOfStock(sku="sku1", orderid=user_id, qty=1)
-        unit_of_work.handling.set(unit_of_work.Handling(message))
+        tracking.handling.set(tracking.Handling(message))
         async with uow:
             uow.users.add(users.User.register(user_id, "Ann", f"{user_id}@example.com"))
             await uow.commit()

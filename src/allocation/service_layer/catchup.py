@@ -149,17 +149,10 @@ async def _pending(
         # read first is committed and visible to the read below.
         head = await uow.event_log.last_position()
         batch = await uow.event_log.read(after=after, names=names, limit=batch_size)
-        ids = [logged.event.message_id for logged in batch]
-        done = await uow.event_log.processed_among(name, ids)
-        done |= await uow.event_log.dead_message_ids(name, ids)
-    todo: list[LoggedEvent] = []
-    for logged in batch:
-        if logged.event.message_id in done:
-            continue
-        if logged.event.message_id in bus.claimed:
-            # The fast path of this process has it in hand: stop short of it.
-            return todo, logged.position - 1, False
-        todo.append(logged)
+        todo, in_hand = await bus.tracker.undelivered(uow.event_log, name, batch)
+    if in_hand is not None:
+        # The fast path of this process has it in hand: stop short of it.
+        return todo, in_hand - 1, False
     more = len(batch) == batch_size
     last_read = batch[-1].position if batch else after
     # With nothing more of its names, the subscriber is done up to the head: the

@@ -21,10 +21,9 @@ import anyio
 
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
-from allocation.service_layer import eager, masking
+from allocation.service_layer import eager, masking, tracking
 from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
 from allocation.service_layer.locks import SubscriberLocks
-from allocation.service_layer.unit_of_work import Handling, handling
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -35,9 +34,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Message = commands.Command | events.Event
-# Past this many unrecorded completions, the bus records them without waiting for
-# the next catch-up pass.
-_COMPLETIONS_TO_FLUSH = 1000
 
 
 class UowFactory(Protocol):
@@ -106,12 +102,8 @@ class MessageBus:
         self._event_handlers: dict[type[events.Event], list[Subscriber]] = {}
         self._subscriptions: dict[str, dict[str, Subscriber]] | None = None
         self.projections: dict[str, Projection] = {}
-        # Ids of events this process committed and is dispatching itself; catch-up
-        # leaves them alone.
-        self.claimed: set[str] = set()
-        # (subscriber, message id) handled by handlers whose commit did not record
-        # it; written in batches by flush_completions().
-        self._completed: list[tuple[str, str]] = []
+        # What this bus claimed and what its handlers completed (see tracking.py).
+        self.tracker = tracking.Tracker()
         for kind, handlers in event_handlers.items():
             for handler in handlers:
                 self.subscribe(kind, handler)
@@ -183,7 +175,7 @@ class MessageBus:
             if subscriber is None:
                 raise UnknownMessage(message)
             raised: list[events.Event] = []
-            current = Handling(message, inbox)
+            current = tracking.Handling(message, inbox)
             try:
                 result = await self._call(subscriber, current, raised)
             except Exception:
@@ -212,28 +204,12 @@ class MessageBus:
 
     async def flush_completions(self) -> None:
         """Record, in one transaction, what handlers without a commit have handled."""
-        if not self._completed:
-            return
-        pending, self._completed = self._completed, []
-        by_subscriber: dict[str, list[str]] = {}
-        for subscriber, message_id in pending:
-            by_subscriber.setdefault(subscriber, []).append(message_id)
-        try:
-            async with self.uow_factory() as uow:
-                for subscriber, message_ids in by_subscriber.items():
-                    await uow.event_log.mark_processed(
-                        subscriber, message_ids, exactly_once=False
-                    )
-                await uow.commit()
-        except BaseException as error:
-            # Kept for the next flush, cancelled ones too: a stop cancels a pass
-            # mid-flush and then flushes once more (recording twice is harmless).
-            # If the process dies first, catch-up hands these messages over again
-            # (at-least-once).
-            self._completed[:0] = pending
-            if isinstance(error, Exception):
-                logger.warning("could not record %d handled messages yet", len(pending))
-            raise
+        await self.tracker.flush(self.uow_factory)
+
+    @property
+    def claimed(self) -> set[str]:
+        """Ids of events this process committed and is dispatching itself."""
+        return self.tracker.claimed
 
     def _bind(
         self, handler: Callable[..., Awaitable[Any]], *, name: str | None
@@ -266,12 +242,13 @@ class MessageBus:
         )
 
     async def _call(
-        self, subscriber: Subscriber, current: Handling, raised: list[events.Event]
+        self,
+        subscriber: Subscriber,
+        current: tracking.Handling,
+        raised: list[events.Event],
     ) -> Any:
         """Run one handler, rerunning it when it loses a concurrency race."""
-        current.owner = self.claimed
-        token = handling.set(current)
-        try:
+        with self.tracker.handling(current, raised):
             conflicts = 0
             while True:
                 if not subscriber.wants_uow:
@@ -288,9 +265,6 @@ class MessageBus:
                     await anyio.sleep(random.uniform(0, 0.002 * 2 ** min(conflicts, 7)))
                 finally:
                     raised.extend(uow.collect_new_events())
-        finally:
-            handling.reset(token)
-            current.release_uncommitted(raised)
 
     async def _deliver(
         self, subscriber: Subscriber, event: events.Event, raised: list[events.Event]
@@ -299,7 +273,7 @@ class MessageBus:
         delay = self._retry.first_delay
         attempts = max(1, self._retry.attempts)
         for attempt in range(1, attempts + 1):
-            current = Handling(event, subscriber.name)
+            current = tracking.Handling(event, subscriber.name)
             try:
                 await self._call(subscriber, current, raised)
             except AlreadyProcessed:
@@ -320,8 +294,7 @@ class MessageBus:
                 await anyio.sleep(delay)
                 delay *= 2
             else:
-                if not current.tracked:
-                    self._completed.append((subscriber.name, event.message_id))
+                self.tracker.completed(current)
                 return True
         return False  # pragma: no cover - the loop always returns
 
@@ -369,8 +342,8 @@ class MessageBus:
                 if jobs:
                     await eager.run_concurrently(jobs)  # type: ignore[arg-type]  # partials of coroutines
             finally:
-                self.claimed.difference_update(event.message_id for event in round_)
-        if len(self._completed) >= _COMPLETIONS_TO_FLUSH:
+                self.tracker.dispatched(round_)
+        if self.tracker.due:
             with contextlib.suppress(Exception):  # kept and retried by the next flush
                 await self.flush_completions()
 

@@ -9,19 +9,17 @@ Each engine's package supplies the transaction and the ports
 from __future__ import annotations
 
 import abc
-import contextvars
-import dataclasses
 import importlib
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
-from allocation.service_layer import repository
+from allocation.service_layer import repository, tracking
 from allocation.service_layer.exceptions import ClaimTaken
 from allocation.service_layer.ports import NewEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Sequence
+    from collections.abc import Sequence
     from types import TracebackType
 
     from allocation.domain import events, messages
@@ -37,50 +35,6 @@ if TYPE_CHECKING:
 # Every this many events an aggregate's state is saved as a snapshot, so loading
 # it reads at most this many events (ALLOCATION_SNAPSHOT_EVERY overrides it).
 DEFAULT_SNAPSHOT_EVERY = 100
-
-
-@dataclasses.dataclass(slots=True)
-class Handling:
-    """What the current handler call is doing, for the units of work it opens.
-
-    The bus sets it (in a context variable, so concurrent handlers each see their
-    own) before it calls a handler.
-
-    Attributes:
-        message: the message being handled; events committed meanwhile are
-            caused by it.
-        subscriber: the name under which the message counts as handled (an event
-            handler's subscriber name, or a broker inbox for a command): the
-            commit then records it in the same transaction as the effects, which
-            makes them exactly-once.
-        owner: the bus's set of claimed event ids: new events are added to it
-            just before their commit, so catch-up leaves them to the fast path.
-        tracked: set once a commit has recorded the message as processed.
-    """
-
-    message: messages.Message
-    subscriber: str | None = None
-    owner: set[str] | None = None
-    tracked: bool = False
-    claimed: list[str] = dataclasses.field(default_factory=list)
-
-    def claim(self, message_ids: Iterable[str]) -> None:
-        """Mark new events as this process's to dispatch."""
-        if self.owner is not None:
-            fresh = list(message_ids)
-            self.claimed.extend(fresh)
-            self.owner.update(fresh)
-
-    def release_uncommitted(self, committed: Iterable[events.Event]) -> None:
-        """Give up claims on events whose commit failed: they will never exist."""
-        if self.owner is not None and self.claimed:
-            done = {event.message_id for event in committed}
-            self.owner.difference_update(mid for mid in self.claimed if mid not in done)
-
-
-handling: contextvars.ContextVar[Handling | None] = contextvars.ContextVar(
-    "allocation_handling", default=None
-)
 
 
 class AbstractUnitOfWork(abc.ABC):
@@ -148,18 +102,12 @@ class AbstractUnitOfWork(abc.ABC):
             EmailAlreadyRegistered, BatchAlreadyExists: a claim is held already.
             AlreadyProcessed: this subscriber had already handled the message.
         """
-        current = handling.get()
+        current = tracking.handling.get()
         cause = None if current is None else current.message
         new_events, claims, snapshots = self._take_changes(cause)
         if current is not None and new_events:
             current.claim(new.event.message_id for new in new_events)
-        tracking = (
-            (current.subscriber, current.message.message_id)
-            if current is not None
-            and current.subscriber is not None
-            and not current.tracked
-            else None
-        )
+        tracking_row = None if current is None else current.tracking_row()
         store = self.event_log
         try:
             if claims:
@@ -176,8 +124,8 @@ class AbstractUnitOfWork(abc.ABC):
                         await projection.apply_many(wanted, self)
                 for snapshot in snapshots:
                     await store.save_snapshot(snapshot)
-            if tracking is not None:
-                subscriber, message_id = tracking
+            if tracking_row is not None:
+                subscriber, message_id = tracking_row
                 await store.mark_processed(subscriber, [message_id], exactly_once=True)
             if new_events:
                 # Last: appending orders commits, so its lock is held the least.
@@ -185,7 +133,7 @@ class AbstractUnitOfWork(abc.ABC):
             await self._commit()
         except ClaimTaken as taken:
             raise self._claim_error(taken) from taken
-        if tracking is not None and current is not None:
+        if tracking_row is not None and current is not None:
             current.tracked = True
         self._committed_events.extend(new.event for new in new_events)
 

@@ -112,6 +112,69 @@ async def test_users_are_found_by_id_and_by_email_and_listed_by_email(
         assert await uow.users_view.by_id("u3") is None
 
 
+# ---- paged reads by key (what verify and a replay compare)
+
+# Code-point order, Python's: capitals, then small letters, then accented ones
+# (a natural-language collation would put them otherwise).
+IDS_IN_ORDER = ["Z", "a", "b", "é"]
+
+
+def keyed_line(orderid: str, sku: str = "sku1", qty: int = 2) -> LineState:
+    return LineState(orderid, sku, qty, "b1", 1, allocated=True)
+
+
+async def test_lines_are_read_in_key_order_by_code_point(store: StoreDatabase) -> None:
+    in_order = [
+        keyed_line("Z"),
+        keyed_line("a", "sku1", 9),
+        keyed_line("a", "sku1", 10),  # a number, not text: 9 before 10
+        keyed_line("a", "Éclair"),  # the sku follows the order id
+        keyed_line("a", "éclair"),
+        keyed_line("é"),
+    ]
+    async with store.unit_of_work() as uow:
+        await write_lines(uow, *reversed(in_order))
+        await uow.commit()
+
+    assert in_order == sorted(in_order)  # Python's order
+    assert await lines_of(store) == in_order
+
+
+async def test_lines_page_past_a_key_up_to_a_limit(store: StoreDatabase) -> None:
+    lines = [keyed_line(orderid) for orderid in IDS_IN_ORDER]
+    async with store.unit_of_work() as uow:
+        await write_lines(uow, *lines)
+        await uow.commit()
+
+    async with store.unit_of_work() as uow:
+        view = uow.allocations_view
+        assert await view.lines(limit=2) == lines[:2]
+        assert await view.lines(after=("a", "sku1", 2), limit=2) == lines[2:]
+        assert await view.lines(after=("a", "sku1", 1)) == lines[1:]
+        assert await view.lines(after=("a", "sku1", 2), limit=1) == lines[2:3]
+        assert await view.lines(after=("é", "sku1", 2)) == []
+
+
+async def test_users_are_paged_by_id_in_code_point_order(
+    store: StoreDatabase,
+) -> None:
+    async with store.unit_of_work() as uow:
+        for user_id in reversed(IDS_IN_ORDER):
+            await uow.users_view.add(user_id, "Ann", f"{user_id}@example.com")
+        await uow.commit()
+
+    async with store.unit_of_work() as uow:
+        view = uow.users_view
+        assert [row["id"] for row in await view.page()] == IDS_IN_ORDER
+        assert [row["id"] for row in await view.page(limit=2)] == ["Z", "a"]
+        assert [row["id"] for row in await view.page(after="a")] == ["b", "é"]
+        assert [row["id"] for row in await view.page(after="a", limit=1)] == ["b"]
+        assert await view.page(after="é") == []
+        assert await view.page(after="Z", limit=1) == [
+            {"id": "a", "name": "Ann", "email": "a@example.com"}
+        ]
+
+
 # ---- shadows
 
 

@@ -9,13 +9,15 @@ would in a database. Runs on asyncio and trio (AnyIO).
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Generic, TypeVar
+import heapq
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from allocation.memory.transaction import Bound
 from allocation.service_layer.ports import (
     AbstractAllocationsView,
     AbstractUsersView,
     AllocationRow,
+    LineKey,
     LineState,
     UserRow,
 )
@@ -23,13 +25,14 @@ from allocation.service_layer.ports import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
+    from _typeshed import SupportsDunderLT
+
     from allocation.memory.transaction import Transaction
 
-K = TypeVar("K")  # a row's key
+K = TypeVar("K", bound="SupportsDunderLT[Any]")  # a row's key
 R = TypeVar("R")  # a row's other columns
 W = TypeVar("W")  # what a write asks for
 
-LineKey = tuple[str, str, int]  # (orderid, sku, qty)
 LineRow = tuple[str, int, bool]  # (batchref, version, allocated)
 
 
@@ -131,6 +134,16 @@ class _TableView(Bound, Generic[K, R, W]):
             return self._table.rows.get(key)
         return staged.get(key)  # type: ignore[attr-defined, no-any-return]  # ours
 
+    def _page(self, after: K | None, limit: int | None) -> list[tuple[K, R]]:
+        """The first ``limit`` rows (all by default) past the key ``after``, by key."""
+        rows: Iterable[tuple[K, R]] = self._visible()
+        if after is not None:
+            rows = (item for item in rows if after < item[0])
+        if limit is None:
+            return sorted(rows, key=_row_key)
+        # A page of a large table without sorting all of it.
+        return heapq.nsmallest(limit, rows, key=_row_key)
+
     def _write(self, writes: Iterable[tuple[K, W]]) -> None:
         with self._writing() as transaction:
             changes = self._changes(transaction)
@@ -188,8 +201,10 @@ class FakeAllocationsView(
             )
         ]
 
-    async def lines(self) -> list[LineState]:
-        return [LineState(*key, *row) for key, row in sorted(self._visible())]
+    async def lines(
+        self, *, after: LineKey | None = None, limit: int | None = None
+    ) -> list[LineState]:
+        return [LineState(*key, *row) for key, row in self._page(after, limit)]
 
 
 class FakeUsersView(_TableView[str, UserRow, UserRow], AbstractUsersView):
@@ -223,3 +238,12 @@ class FakeUsersView(_TableView[str, UserRow, UserRow], AbstractUsersView):
             (UserRow(**row) for _, row in self._visible()),
             key=lambda row: (row["email"], row["id"]),
         )
+
+    async def page(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[UserRow]:
+        return [UserRow(**row) for _, row in self._page(after, limit)]
+
+
+def _row_key(item: tuple[Any, object]) -> Any:
+    return item[0]

@@ -263,6 +263,10 @@ class LineState(NamedTuple):
     allocated: bool
 
 
+# An order line's key in the allocations read model: (orderid, sku, qty).
+LineKey = tuple[str, str, int]
+
+
 class UserRow(TypedDict):
     """A registered user as readers see it."""
 
@@ -322,10 +326,15 @@ class AbstractAllocationsView(abc.ABC):
         """Forget every row (a replay rebuilds them)."""
 
     @abc.abstractmethod
-    async def lines(self) -> list[LineState]:
-        """Every row, deallocated lines and versions included, by order, sku, qty.
+    async def lines(
+        self, *, after: LineKey | None = None, limit: int | None = None
+    ) -> list[LineState]:
+        """Rows, deallocated lines and versions included, by their key (orderid,
+        sku, qty) ascending, strings in code-point order (Python's, on every
+        engine): the first ``limit`` past the key ``after`` (all by default).
 
-        What ``verify`` and a replay compare with a rebuild from the log.
+        What ``verify`` and a replay compare with a rebuild from the log, a page
+        at a time.
         """
 
 
@@ -351,3 +360,13 @@ class AbstractUsersView(abc.ABC):
     @abc.abstractmethod
     async def all_rows(self) -> list[UserRow]:
         """Every user, sorted by email (then id)."""
+
+    @abc.abstractmethod
+    async def page(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[UserRow]:
+        """Users by id ascending in code-point order (Python's, on every engine):
+        the first ``limit`` past the id ``after`` (all by default).
+
+        What ``verify`` and a replay compare with a rebuild from the log.
+        """

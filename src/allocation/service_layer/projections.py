@@ -12,6 +12,8 @@ kinds replay from the log.
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from allocation.domain import events
@@ -19,14 +21,22 @@ from allocation.domain.exceptions import shorten
 from allocation.service_layer.ports import LineState
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
+    from allocation.service_layer.ports import (
+        AbstractAllocationsView,
+        AbstractUsersView,
+    )
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
-# A read model's content: each row's key, and the rest of the row, as (column,
-# value) pairs, so that a difference can be shown with its column names.
+# A read model's row: its key, and the rest of the row, as (column, value) pairs,
+# so that a difference can be shown with its column names. Keys of one read model
+# name the same columns, so they compare as their values do.
 NamedValues = tuple[tuple[str, Any], ...]
-Rows = dict[NamedValues, NamedValues]
+Row = tuple[NamedValues, NamedValues]
+# Reads the next page of a read model: at most ``limit`` rows past the key
+# ``after`` (from the start for None), in key order.
+PageReader = Callable[[NamedValues | None, int], Awaitable[list[Row]]]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,8 +48,10 @@ class Projection:
         appliers: for each event type, a function that changes the read model
             inside an open unit of work (without committing).
         clear: empties the read model inside an open unit of work.
-        rows: reads the read model's whole content as ``{key: values}``, for
-            ``verify`` to compare with a replay of the log.
+        rows: reads a page of a read model's rows, in key order: ``rows(view,
+            after, limit)`` gives at most ``limit`` rows past the key ``after``
+            of ``view`` (the port the unit of work's ``view_attribute`` holds),
+            for ``verify`` and a replay to compare with a rebuild from the log.
         view_attribute: the unit of work's attribute holding its read model
             (a replay points it at a shadow table).
         inline: written in the command's own transaction instead of after it.
@@ -52,12 +64,17 @@ class Projection:
         type[events.Event], Callable[[Any, AbstractUnitOfWork], Awaitable[None]]
     ]
     clear: Callable[[AbstractUnitOfWork], Awaitable[None]]
-    rows: Callable[[AbstractUnitOfWork], Awaitable[Rows]]
+    rows: Callable[[Any, NamedValues | None, int], Awaitable[list[Row]]]
     view_attribute: str
     inline: bool = False
     apply_batch: (
         Callable[[Sequence[events.Event], AbstractUnitOfWork], Awaitable[None]] | None
     ) = None
+
+    def reader(self, uow: AbstractUnitOfWork) -> PageReader:
+        """Reads pages of the read model the unit of work points at now (live or
+        shadow), still that one after the unit of work is pointed elsewhere."""
+        return functools.partial(self.rows, getattr(uow, self.view_attribute))
 
     @property
     def event_names(self) -> frozenset[str]:
@@ -137,15 +154,24 @@ async def _clear_allocations(uow: AbstractUnitOfWork) -> None:
     await uow.allocations_view.clear()
 
 
-async def _allocation_rows(uow: AbstractUnitOfWork) -> Rows:
-    return {
-        (("orderid", line.orderid), ("sku", line.sku), ("qty", line.qty)): (
-            ("batchref", line.batchref),
-            ("version", line.version),
-            ("allocated", line.allocated),
+async def _allocation_rows(
+    view: AbstractAllocationsView, after: NamedValues | None, limit: int
+) -> list[Row]:
+    start = None
+    if after is not None:
+        (_, orderid), (_, sku), (_, qty) = after
+        start = (orderid, sku, qty)
+    return [
+        (
+            (("orderid", line.orderid), ("sku", line.sku), ("qty", line.qty)),
+            (
+                ("batchref", line.batchref),
+                ("version", line.version),
+                ("allocated", line.allocated),
+            ),
         )
-        for line in await uow.allocations_view.lines()
-    }
+        for line in await view.lines(after=start, limit=limit)
+    ]
 
 
 async def _add_user(event: events.UserRegistered, uow: AbstractUnitOfWork) -> None:
@@ -156,11 +182,14 @@ async def _clear_users(uow: AbstractUnitOfWork) -> None:
     await uow.users_view.clear()
 
 
-async def _user_rows(uow: AbstractUnitOfWork) -> Rows:
-    return {
-        (("user_id", row["id"]),): (("name", row["name"]), ("email", row["email"]))
-        for row in await uow.users_view.all_rows()
-    }
+async def _user_rows(
+    view: AbstractUsersView, after: NamedValues | None, limit: int
+) -> list[Row]:
+    start = None if after is None else after[0][1]
+    return [
+        ((("user_id", row["id"]),), (("name", row["name"]), ("email", row["email"])))
+        for row in await view.page(after=start, limit=limit)
+    ]
 
 
 ALLOCATIONS_VIEW = Projection(
@@ -193,29 +222,83 @@ INLINE_PROJECTIONS = tuple(
 SHOWN_ROWS = 5
 
 
-def compare_rows(name: str, *, stored: Rows, replayed: Rows) -> list[str]:
+async def compare_rows(
+    name: str, *, stored: PageReader, replayed: PageReader, page_size: int
+) -> list[str]:
     """One line per row of read model ``name`` that differs between what is stored
-    and what the replayed log gives (the first few), then how many more differ."""
-    differing = sorted(
-        (
-            key
-            for key in stored.keys() | replayed.keys()
-            if stored.get(key) != replayed.get(key)
-        ),
-        key=repr,
-    )
-    problems = []
-    for key in differing[:SHOWN_ROWS]:
-        have, want = stored.get(key), replayed.get(key)
-        found = "missing" if have is None else f"stored {_show(have)}"
-        expected = "has no such row" if want is None else f"gives {_show(want)}"
-        problems.append(f"{name} {_show(key)}: {found}; the replayed log {expected}")
-    if len(differing) > SHOWN_ROWS:
+    and what the replayed log gives (the first few, by key), then how many more
+    differ.
+
+    Both sides are read in key order, ``page_size`` rows at a time, and merged:
+    at most one page of each is held, however large the read model.
+    """
+    have_rows, want_rows = _Paged(stored, page_size), _Paged(replayed, page_size)
+    have, want = await have_rows.next(), await want_rows.next()
+    problems: list[str] = []
+    differing = 0
+    while True:
+        have_values: NamedValues | None
+        want_values: NamedValues | None
+        if have is not None and (want is None or have[0] < want[0]):
+            key, have_values, want_values = have[0], have[1], None
+            have = await have_rows.next()
+        elif want is not None and (have is None or want[0] < have[0]):
+            key, have_values, want_values = want[0], None, want[1]
+            want = await want_rows.next()
+        elif have is not None and want is not None:  # the same key
+            key, have_values, want_values = have[0], have[1], want[1]
+            have, want = await have_rows.next(), await want_rows.next()
+            if have_values == want_values:
+                continue
+        else:
+            break
+        differing += 1
+        if differing <= SHOWN_ROWS:
+            problems.append(_difference(name, key, have_values, want_values))
+    if differing > SHOWN_ROWS:
         problems.append(
-            f"{name}: {len(differing) - SHOWN_ROWS} more rows differ from the"
-            " replayed log"
+            f"{name}: {differing - SHOWN_ROWS} more rows differ from the replayed log"
         )
     return problems
+
+
+class _Paged:
+    """The rows of one side of a comparison, one at a time, read a page at a time."""
+
+    def __init__(self, read: PageReader, page_size: int) -> None:
+        self._read = read
+        self._page_size = page_size
+        self._page: list[Row] = []
+        self._index = 0
+        self._last_key: NamedValues | None = None
+        self._exhausted = False
+
+    async def next(self) -> Row | None:
+        """The next row in key order, None past the last."""
+        if self._index == len(self._page):
+            if self._exhausted:
+                return None
+            # Let the page read go before reading the next one.
+            self._page, self._index = [], 0
+            self._page = await self._read(self._last_key, self._page_size)
+            self._exhausted = len(self._page) < self._page_size
+            if not self._page:
+                return None
+            self._last_key = self._page[-1][0]
+        row = self._page[self._index]
+        self._index += 1
+        return row
+
+
+def _difference(
+    name: str,
+    key: NamedValues,
+    have: NamedValues | None,
+    want: NamedValues | None,
+) -> str:
+    found = "missing" if have is None else f"stored {_show(have)}"
+    expected = "has no such row" if want is None else f"gives {_show(want)}"
+    return f"{name} {_show(key)}: {found}; the replayed log {expected}"
 
 
 def _show(values: NamedValues) -> str:

@@ -92,11 +92,13 @@ async def replay(
                 if reached == position:
                     break
                 position = reached
-            rebuilt = await projection.rows(uow)
+            rebuilt = projection.reader(uow)
             uow.restore_live_views()
-            live = await projection.rows(uow)
-            differences = projections_module.compare_rows(
-                name, stored=live, replayed=rebuilt
+            differences = await projections_module.compare_rows(
+                name,
+                stored=projection.reader(uow),
+                replayed=rebuilt,
+                page_size=batch_size,
             )
             if dry_run:
                 await uow.drop_shadow(projection)

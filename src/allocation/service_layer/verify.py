@@ -170,10 +170,11 @@ async def verify(
             problems += await _compare_aggregates(uow, aggregate_type, fold)
         problems += await _compare_claims(uow, fold.claims)
         for projection in projections:
-            problems += projections_module.compare_rows(
+            problems += await projections_module.compare_rows(
                 projection.name,
-                stored=await projection.rows(uow),
-                replayed=await projection.rows(scratch),
+                stored=projection.reader(uow),
+                replayed=projection.reader(scratch),
+                page_size=batch_size,
             )
     return problems
 

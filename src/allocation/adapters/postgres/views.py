@@ -10,7 +10,18 @@ import dataclasses
 import functools
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Boolean, MetaData, bindparam, delete, insert, or_, select
+from sqlalchemy import (
+    Boolean,
+    Integer,
+    MetaData,
+    String,
+    bindparam,
+    delete,
+    insert,
+    or_,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.schema import CreateTable, DropTable
 
@@ -20,6 +31,7 @@ from allocation.service_layer.ports import (
     AbstractAllocationsView,
     AbstractUsersView,
     AllocationRow,
+    LineKey,
     LineState,
     UserRow,
 )
@@ -27,7 +39,7 @@ from allocation.service_layer.ports import (
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from sqlalchemy import Table
+    from sqlalchemy import BindParameter, ColumnElement, Table
 
     from allocation.adapters.postgres.session import Session
 
@@ -40,6 +52,7 @@ class AllocationsSql:
     for_order: str
     clear: str
     lines: str
+    lines_after: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,6 +64,8 @@ class UsersSql:
     by_email: str
     clear: str
     all_rows: str
+    page: str
+    page_after: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -87,6 +102,17 @@ def allocations_sql(table: Table) -> AllocationsSql:
             table.c.version < new.excluded.version,
         ),
     )
+    # Paged in key order, the order Python gives the same keys: text compared by
+    # code point (the "C" collation), whatever the database's own collation.
+    key = (_by_code_point(table.c.orderid), _by_code_point(table.c.sku), table.c.qty)
+    lines = select(
+        table.c.orderid,
+        table.c.sku,
+        table.c.qty,
+        table.c.batchref,
+        table.c.version,
+        table.c.allocated,
+    ).order_by(*key)
     return AllocationsSql(
         write_line=sql.compiled(
             write_line,
@@ -105,15 +131,20 @@ def allocations_sql(table: Table) -> AllocationsSql:
             "orderid",
         ),
         clear=sql.compiled(delete(table)),
-        lines=sql.compiled(
-            select(
-                table.c.orderid,
-                table.c.sku,
-                table.c.qty,
-                table.c.batchref,
-                table.c.version,
-                table.c.allocated,
-            )
+        lines=sql.compiled(lines.limit(_limit()), "limit"),
+        lines_after=sql.compiled(
+            lines.where(
+                tuple_(*key)
+                > tuple_(
+                    bindparam("orderid", type_=String),
+                    bindparam("sku", type_=String),
+                    bindparam("qty", type_=Integer),
+                )
+            ).limit(_limit()),
+            "orderid",
+            "sku",
+            "qty",
+            "limit",
         ),
     )
 
@@ -124,6 +155,7 @@ def users_sql(table: Table) -> UsersSql:
         user_id=bindparam("user_id"), name=bindparam("name"), email=bindparam("email")
     )
     columns = select(table.c.user_id, table.c.name, table.c.email)
+    user_id = _by_code_point(table.c.user_id)
     return UsersSql(
         upsert=sql.compiled(
             new.on_conflict_do_update(
@@ -142,7 +174,24 @@ def users_sql(table: Table) -> UsersSql:
         ),
         clear=sql.compiled(delete(table)),
         all_rows=sql.compiled(columns),
+        page=sql.compiled(columns.order_by(user_id).limit(_limit()), "limit"),
+        page_after=sql.compiled(
+            columns.where(user_id > bindparam("after", type_=String))
+            .order_by(user_id)
+            .limit(_limit()),
+            "after",
+            "limit",
+        ),
     )
+
+
+def _by_code_point(column: ColumnElement[str]) -> ColumnElement[str]:
+    return column.collate("C")
+
+
+def _limit() -> BindParameter[int]:
+    # NULL: no limit.
+    return bindparam("limit", type_=Integer)
 
 
 _SHADOWS = MetaData(naming_convention=tables.metadata.naming_convention)
@@ -219,12 +268,14 @@ class PostgresAllocationsView(AbstractAllocationsView):
     async def clear(self) -> None:
         await self._session.execute(self._sql.clear)
 
-    async def lines(self) -> list[LineState]:
-        records = await self._session.fetch(self._sql.lines)
-        return sorted(
-            (LineState(*record) for record in records),
-            key=lambda line: (line.orderid, line.sku, line.qty),
-        )
+    async def lines(
+        self, *, after: LineKey | None = None, limit: int | None = None
+    ) -> list[LineState]:
+        if after is None:
+            records = await self._session.fetch(self._sql.lines, limit)
+        else:
+            records = await self._session.fetch(self._sql.lines_after, *after, limit)
+        return [LineState(*record) for record in records]
 
 
 class PostgresUsersView(AbstractUsersView):
@@ -255,6 +306,15 @@ class PostgresUsersView(AbstractUsersView):
             (_user(record) for record in records),
             key=lambda row: (row["email"], row["id"]),
         )
+
+    async def page(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[UserRow]:
+        if after is None:
+            records = await self._session.fetch(self._sql.page, limit)
+        else:
+            records = await self._session.fetch(self._sql.page_after, after, limit)
+        return [_user(record) for record in records]
 
 
 def _user(record: Sequence[str]) -> UserRow:

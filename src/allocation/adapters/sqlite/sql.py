@@ -22,6 +22,7 @@ from sqlalchemy import (
     insert,
     literal_column,
     select,
+    tuple_,
     type_coerce,
 )
 from sqlalchemy.dialects.sqlite import insert as upsert
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     import datetime
     from collections.abc import Callable
 
-    from sqlalchemy import Table
+    from sqlalchemy import Select, Table
     from sqlalchemy.sql.expression import ClauseElement
 
 DIALECT = pysqlite.dialect()
@@ -291,6 +292,7 @@ class AllocationsViewSql:
     for_order: str
     clear: str
     lines: str
+    lines_after: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -302,6 +304,8 @@ class UsersViewSql:
     by_email: str
     clear: str
     all_rows: str
+    page: str
+    page_after: str
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -322,6 +326,9 @@ def allocations_view(table: Table) -> AllocationsViewSql:
     statement = upsert(table)
     changes = {name: statement.excluded[name] for name in _LINE[3:]}
     key = ["orderid", "sku", "qty"]
+    in_key_order = select(*(table.c[name] for name in _LINE)).order_by(
+        *(table.c[name] for name in key)
+    )
     return AllocationsViewSql(
         # Guarded, it only overwrites a row of an older version: the newest event
         # wins whatever the order of arrival, and a redelivered one changes nothing.
@@ -343,8 +350,29 @@ def allocations_view(table: Table) -> AllocationsViewSql:
             "orderid",
         ),
         clear=_sql(delete(table)),
-        lines=_sql(select(*(table.c[name] for name in _LINE))),
+        # In key order, a page at a time: the key is the table's primary key, so
+        # each page is a range of its index. SQLite's default (BINARY) collation
+        # compares text by its UTF-8 bytes: code-point order, as Python does.
+        lines=_sql(_page(in_key_order), "limit"),
+        lines_after=_sql(
+            _page(
+                in_key_order.where(
+                    tuple_(table.c.orderid, table.c.sku, table.c.qty)
+                    > tuple_(bindparam("orderid"), bindparam("sku"), bindparam("qty"))
+                )
+            ),
+            "orderid",
+            "sku",
+            "qty",
+            "limit",
+        ),
     )
+
+
+def _page(statement: Select[Any]) -> Select[Any]:
+    """The first ``limit`` rows of ``statement`` (all of them for -1)."""
+    # An explicit OFFSET 0: without one the dialect adds an OFFSET parameter.
+    return statement.limit(bindparam("limit")).offset(literal_column("0"))
 
 
 @functools.cache
@@ -369,6 +397,16 @@ def users_view(table: Table) -> UsersViewSql:
         by_email=_sql(columns.where(table.c.email == bindparam("email")), "email"),
         clear=_sql(delete(table)),
         all_rows=_sql(columns),
+        page=_sql(_page(columns.order_by(table.c.user_id)), "limit"),
+        page_after=_sql(
+            _page(
+                columns.where(table.c.user_id > bindparam("after")).order_by(
+                    table.c.user_id
+                )
+            ),
+            "after",
+            "limit",
+        ),
     )
 
 

@@ -3,7 +3,9 @@
 Each view is given the table it keeps: the live one, or its shadow while a replay
 rebuilds it. Their writes are queued for the session's next trip (a projection
 never needs their result); reads return rows sorted here, not by the database,
-so that every engine (and the in-memory fake) gives the same order.
+so that every engine (and the in-memory fake) gives the same order. The paged
+reads by key are the exception: the database orders them, as SQLite's default
+collation compares text in code-point order, Python's.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from allocation.service_layer.ports import (
     AbstractAllocationsView,
     AbstractUsersView,
     AllocationRow,
+    LineKey,
     LineState,
     UserRow,
 )
@@ -26,6 +29,9 @@ if TYPE_CHECKING:
     from sqlalchemy import Table
 
     from allocation.adapters.sqlite.session import SqliteSession
+
+# SQLite's LIMIT for "no limit".
+_NO_LIMIT = -1
 
 
 class SqliteAllocationsView(AbstractAllocationsView):
@@ -66,12 +72,17 @@ class SqliteAllocationsView(AbstractAllocationsView):
     async def clear(self) -> None:
         self._session.queue(Write(self._sql.clear))
 
-    async def lines(self) -> list[LineState]:
-        rows = await self._session.fetch_all(self._sql.lines)
-        return sorted(
+    async def lines(
+        self, *, after: LineKey | None = None, limit: int | None = None
+    ) -> list[LineState]:
+        rows = await self._session.fetch_all(
+            self._sql.lines if after is None else self._sql.lines_after,
+            (*(after or ()), _NO_LIMIT if limit is None else limit),
+        )
+        return [
             LineState(orderid, sku, qty, batchref, version, bool(allocated))
             for orderid, sku, qty, batchref, version, allocated in rows
-        )
+        ]
 
 
 class SqliteUsersView(AbstractUsersView):
@@ -102,6 +113,20 @@ class SqliteUsersView(AbstractUsersView):
             ),
             key=lambda row: (row["email"], row["id"]),
         )
+
+    async def page(
+        self, *, after: str | None = None, limit: int | None = None
+    ) -> list[UserRow]:
+        rows = await self._session.fetch_all(
+            self._sql.page if after is None else self._sql.page_after,
+            (
+                *(() if after is None else (after,)),
+                _NO_LIMIT if limit is None else limit,
+            ),
+        )
+        return [
+            UserRow(id=user_id, name=name, email=email) for user_id, name, email in rows
+        ]
 
 
 def _user(row: Sequence[str] | None) -> UserRow | None:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import datetime
-import uuid
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
 from sqlalchemy import text
 
 from allocation.adapters import migrations
 from allocation.service_layer.verify import verify
 from allocation.testing import FakeUnitOfWork
 from allocation.views import allocations, user_by_email
+from tests.integration import old_rows
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -20,31 +18,6 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
-
-_LOG = sa.table(
-    "event_log",
-    sa.column("message_id", sa.String()),
-    sa.column("aggregate_type", sa.String()),
-    sa.column("aggregate_id", sa.String()),
-    sa.column("aggregate_version", sa.Integer()),
-    sa.column("name", sa.String()),
-    sa.column("payload", sa.JSON()),
-    sa.column("schema_version", sa.Integer()),
-    sa.column("occurred_at", sa.DateTime(timezone=True)),
-)
-
-
-def _logged(version: int, name: str, **payload: object) -> dict[str, object]:
-    return {
-        "message_id": str(uuid.uuid4()),
-        "aggregate_type": "product",
-        "aggregate_id": payload["sku"],
-        "aggregate_version": version,
-        "name": name,
-        "payload": payload,
-        "schema_version": 1,
-        "occurred_at": datetime.datetime.now(datetime.UTC),
-    }
 
 
 async def _populate_revision_0004(engine: AsyncEngine) -> None:
@@ -81,10 +54,12 @@ async def _populate_revision_0004(engine: AsyncEngine) -> None:
         ):
             await connection.execute(text(statement))
         await connection.execute(
-            _LOG.insert(),
+            old_rows.LOG.insert(),
             [
-                _logged(1, "batch_created", ref="t1", sku="TABLE", qty=20, eta=None),
-                _logged(
+                old_rows.product_event(
+                    1, "batch_created", ref="t1", sku="TABLE", qty=20, eta=None
+                ),
+                old_rows.product_event(
                     2, "allocated", orderid="o1", sku="TABLE", qty=2, batchref="t1"
                 ),
             ],

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
-import uuid
 from typing import TYPE_CHECKING
 
 import pytest
-import sqlalchemy as sa
 from sqlalchemy import text
 
 from allocation import config
@@ -19,6 +16,7 @@ from allocation.adapters.exceptions import (
     SchemaTooNew,
 )
 from allocation.bootstrap import bootstrap
+from tests.integration import old_rows
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -119,30 +117,6 @@ async def test_users_from_before_the_log_get_their_registration_logged(
     assert [tuple(row) for row in logged] == [("user_registered", "u1", 1)]
 
 
-_LOG = sa.table(
-    "event_log",
-    sa.column("message_id", sa.String()),
-    sa.column("aggregate_type", sa.String()),
-    sa.column("aggregate_id", sa.String()),
-    sa.column("aggregate_version", sa.Integer()),
-    sa.column("name", sa.String()),
-    sa.column("payload", sa.JSON()),
-    sa.column("occurred_at", sa.DateTime(timezone=True)),
-)
-
-
-def _logged(version: int, name: str, **payload: object) -> dict[str, object]:
-    return {
-        "message_id": str(uuid.uuid4()),
-        "aggregate_type": "product",
-        "aggregate_id": payload["sku"],
-        "aggregate_version": version,
-        "name": name,
-        "payload": payload,
-        "occurred_at": datetime.datetime.now(datetime.UTC),
-    }
-
-
 async def test_the_allocations_view_is_rebuilt_by_line_from_the_log(
     engine: AsyncEngine,
 ) -> None:
@@ -152,14 +126,14 @@ async def test_the_allocations_view_is_rebuilt_by_line_from_the_log(
     line = {"orderid": "ox", "sku": "CHAIR"}
     async with engine.begin() as connection:
         await connection.execute(
-            _LOG.insert(),
+            old_rows.LOG.insert(),
             [
-                _logged(2, "allocated", **line, qty=3, batchref="s1"),
-                _logged(3, "allocated", **line, qty=50, batchref="s2"),
-                _logged(4, "deallocated", **line, qty=50, batchref="s2"),
-                _logged(5, "allocated", **line, qty=50, batchref="s3"),
-                _logged(6, "allocated", **line, qty=7, batchref="s3"),
-                _logged(7, "deallocated", **line, qty=7, batchref="s3"),
+                old_rows.product_event(2, "allocated", **line, qty=3, batchref="s1"),
+                old_rows.product_event(3, "allocated", **line, qty=50, batchref="s2"),
+                old_rows.product_event(4, "deallocated", **line, qty=50, batchref="s2"),
+                old_rows.product_event(5, "allocated", **line, qty=50, batchref="s3"),
+                old_rows.product_event(6, "allocated", **line, qty=7, batchref="s3"),
+                old_rows.product_event(7, "deallocated", **line, qty=7, batchref="s3"),
             ],
         )
         # What the old view held: the last line of (ox, CHAIR) only; and a row

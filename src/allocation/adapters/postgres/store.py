@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from typing import TYPE_CHECKING
 
+from allocation.adapters import log_rows
 from allocation.adapters.log_rows import dead_letter, log_row, logged_event, utc_now
 from allocation.adapters.postgres import sql
 from allocation.domain.exceptions import ConcurrencyConflict
@@ -22,19 +23,9 @@ if TYPE_CHECKING:
     from allocation.adapters.postgres.session import Session
     from allocation.service_layer.ports import DeadLetter, LoggedEvent, NewEvent
 
-# The APPEND statement's arrays, in its order: one per column of the new rows.
-_APPEND_COLUMNS = (
-    "message_id",
-    "aggregate_type",
-    "aggregate_id",
-    "aggregate_version",
-    "name",
-    "payload",
-    "schema_version",
-    "occurred_at",
-    "correlation_id",
-    "causation_id",
-)
+# The APPEND statement's arrays, in its order: one per column of the new rows
+# (every column of the log but the position, which the database hands out).
+_APPEND_COLUMNS = log_rows.LOG_COLUMNS[1:]
 
 
 def stream_lock_key(aggregate_type: str, aggregate_id: str) -> tuple[int, int]:

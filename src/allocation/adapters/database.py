@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from allocation.adapters import database_errors
+from allocation.adapters.exceptions import first_line
 from allocation.adapters.postgres import database as postgres_database
 from allocation.adapters.sqlite import files
 from allocation.service_layer.exceptions import DatabaseUnavailable
@@ -94,7 +94,7 @@ def create_engine(
         ValueError,
     ) as error:
         # Only the first line: SQLAlchemy's SQLite error goes on to list examples.
-        reason = f"unusable URL ({database_errors.first_line(error)})"
+        reason = f"unusable URL ({first_line(error)})"
         raise DatabaseUnavailable(url, reason) from error
     if engine.dialect.name == "sqlite":
         prepare = (

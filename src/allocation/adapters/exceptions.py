@@ -103,3 +103,9 @@ class DatabaseReadOnly(DatabaseFileUnusable):
             f"it is read-only ({why}) and this command writes to it;"
             " commands that only read still work",
         )
+
+
+def first_line(error: object) -> str:
+    """The first line of an error's text (drivers append hints and details)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__

@@ -13,6 +13,7 @@ import asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from allocation.adapters.exceptions import first_line
 from allocation.adapters.postgres import errors
 from allocation.adapters.postgres.listener import PostgresLogListener
 from allocation.adapters.postgres.locks import PostgresSubscriberLocks
@@ -110,7 +111,7 @@ class PostgresDatabase:
         try:
             target, arguments = connect_options(url)
         except (ArgumentError, ValueError) as error:
-            reason = f"unusable URL ({errors.first_line(error)})"
+            reason = f"unusable URL ({first_line(error)})"
             raise DatabaseUnavailable(url, reason) from error
         if target.drivername not in _SCHEMES:
             reason = f"unusable URL (not PostgreSQL: {target.drivername})"

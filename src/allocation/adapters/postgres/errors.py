@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import asyncpg
 
+from allocation.adapters.exceptions import first_line
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
 from allocation.service_layer.exceptions import (
     ClaimTaken,
@@ -150,9 +151,3 @@ def _key_values(detail: str) -> list[str]:
         return []
     columns = detail[detail.find("(") + 1 : start].count(",") + 1
     return detail[start + 3 : end].split(", ", columns - 1)
-
-
-def first_line(error: object) -> str:
-    """The first line of an error's text (drivers append hints and details)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlite3
 from typing import TYPE_CHECKING
 
-from allocation.adapters.exceptions import DatabaseReadOnly
+from allocation.adapters.exceptions import DatabaseReadOnly, first_line
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
 from allocation.service_layer.exceptions import DatabaseUnavailable, DataRefused
 
@@ -130,9 +130,3 @@ def _code(error: sqlite3.Error) -> int:
 def _is_closed(error: sqlite3.Error) -> bool:
     # sqlite3's ProgrammingError for a connection closed under a statement.
     return isinstance(error, sqlite3.ProgrammingError) and "closed" in str(error)
-
-
-def first_line(error: object) -> str:
-    """The first line of an error's text (drivers append hints)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

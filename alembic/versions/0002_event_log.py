@@ -31,14 +31,18 @@ _position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def upgrade() -> None:
     with op.batch_alter_table("users") as batch:
         batch.add_column(
-            sa.Column("version_number", sa.Integer(), server_default="0", nullable=False)
+            sa.Column(
+                "version_number", sa.Integer(), server_default="0", nullable=False
+            )
         )
     with op.batch_alter_table("allocations_view") as batch:
         batch.add_column(
             sa.Column("version", sa.Integer(), server_default="0", nullable=False)
         )
         batch.add_column(
-            sa.Column("allocated", sa.Boolean(), server_default=sa.true(), nullable=False)
+            sa.Column(
+                "allocated", sa.Boolean(), server_default=sa.true(), nullable=False
+            )
         )
     op.create_table(
         "event_log",

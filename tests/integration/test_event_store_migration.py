@@ -104,3 +104,48 @@ async def test_a_migrated_email_stays_taken(
         user = await uow.users.get_by_email("a@x.io")
     assert user is not None
     assert (user.id, user.name, user.email) == ("u1", "Ann", "a@x.io")
+
+
+async def test_a_product_logged_only_in_part_goes_down_and_up_with_its_stock(
+    engine: AsyncEngine, uow_factory: Callable[[], AbstractUnitOfWork]
+) -> None:
+    """A product whose first events predate the log keeps its state as a snapshot;
+    going back to the state tables reads that snapshot, not a fold with a gap."""
+    await _populate_revision_0004(engine)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE products SET version_number = 3 WHERE sku = 'LAMP'")
+        )
+        await connection.execute(
+            old_rows.LOG.insert(),
+            [
+                old_rows.product_event(
+                    3, "allocated", orderid="o2", sku="LAMP", qty=4, batchref="l1"
+                )
+            ],
+        )
+    await migrations.upgrade(engine)
+    async with uow_factory() as uow:
+        lamp = await uow.products.get("LAMP")
+    assert lamp is not None
+    assert {b.reference: b.available_quantity for b in lamp.batches} == {
+        "l1": 6,
+        "l2": 5,
+    }
+
+    await migrations.downgrade(engine, "0004", allow_data_loss=True)
+
+    async with engine.connect() as connection:
+        rows = await connection.execute(
+            text(
+                "SELECT b.reference, b.purchased_quantity, p.version_number"
+                " FROM batches b JOIN products p ON p.sku = b.sku"
+                " WHERE b.sku = 'LAMP' ORDER BY b.reference"
+            )
+        )
+        assert [tuple(row) for row in rows] == [("l1", 10, 3), ("l2", 5, 3)]
+        lines = await connection.execute(
+            text("SELECT orderid, qty FROM allocations WHERE sku = 'LAMP'")
+        )
+        assert [tuple(row) for row in lines] == [("o2", 4)]
+    await migrations.upgrade(engine)

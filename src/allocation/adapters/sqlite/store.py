@@ -46,6 +46,10 @@ class _ClaimWrite(Write):
                 raise ClaimTaken(claim)
 
 
+# The APPEND statement's parameters, in its order: every column but the position.
+_APPEND_COLUMNS = log_rows.LOG_COLUMNS[1:]
+
+
 class SqliteEventStore(AbstractEventStore):
     """The event store in the tables of ``adapters.tables``."""
 
@@ -57,21 +61,15 @@ class SqliteEventStore(AbstractEventStore):
     async def append(self, new_events: Sequence[NewEvent]) -> None:
         if not new_events:
             return
-        occurred_at = sql.timestamp(datetime.datetime.now(datetime.UTC))
+        now = log_rows.utc_now()
+        # The time as SQLite stores it, converted once for the whole append.
+        stored_now = sql.timestamp(now)
         rows = [
-            (
-                new.event.message_id,
-                new.aggregate_type,
-                new.aggregate_id,
-                new.aggregate_version,
-                new.event.TYPE,
-                new.event.payload_json(),
-                new.event.SCHEMA_VERSION,
-                occurred_at,
-                new.event.correlation_id,
-                new.event.causation_id,
+            tuple(
+                stored_now if column == "occurred_at" else row[column]
+                for column in _APPEND_COLUMNS
             )
-            for new in new_events
+            for row in (log_rows.log_row(new, now) for new in new_events)
         ]
         write = Write(sql.APPEND, rows, many=True, subject=new_events[0].aggregate_type)
         await self._session.write(write)
@@ -124,7 +122,7 @@ class SqliteEventStore(AbstractEventStore):
         )
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        taken_at = sql.timestamp(datetime.datetime.now(datetime.UTC))
+        taken_at = sql.timestamp(log_rows.utc_now())
         self._session.queue(
             Write(
                 sql.SAVE_SNAPSHOT,
@@ -214,7 +212,7 @@ class SqliteEventStore(AbstractEventStore):
     async def add_dead_letter(
         self, subscriber: str, message_id: str, error: str, attempts: int
     ) -> None:
-        last_tried = sql.timestamp(datetime.datetime.now(datetime.UTC))
+        last_tried = sql.timestamp(log_rows.utc_now())
         self._session.queue(
             Write(
                 sql.ADD_DEAD_LETTER,

@@ -112,3 +112,14 @@ async def test_a_dead_server_is_unavailable(database_url: str, tmp_path: Path) -
         await engines.open_database(dead, pool_size=1, read_only=False)
 
     assert PASSWORD not in str(unavailable.value)
+
+
+async def test_a_database_of_another_kind_is_named_as_unusable() -> None:
+    """Issue 9 review: a mysql:// URL was reported as "not a sqlite:// URL"."""
+    with pytest.raises(DatabaseUnavailable) as refused:
+        await engines.open_database(
+            f"mysql://u:{PASSWORD}@127.0.0.1/db", pool_size=1, read_only=False
+        )
+
+    assert "a sqlite:// or postgresql:// URL is needed" in str(refused.value)
+    assert PASSWORD not in str(refused.value)

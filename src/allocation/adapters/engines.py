@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Protocol
 
 from allocation.adapters import database
+from allocation.service_layer.exceptions import DatabaseUnavailable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -45,6 +46,10 @@ async def open_database(url: str, *, pool_size: int, read_only: bool) -> Databas
         DatabaseFileUnusable: a SQLite file that cannot be opened as asked.
     """
     url = database.normalise_database_url(url)
+    if not url.startswith(("postgresql+asyncpg:", "sqlite+aiosqlite:")):
+        raise DatabaseUnavailable(
+            url, "unusable URL (a sqlite:// or postgresql:// URL is needed)"
+        )
     if url.startswith("postgresql"):
         from allocation.adapters.postgres.database import PostgresDatabase
 

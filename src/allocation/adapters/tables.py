@@ -78,6 +78,9 @@ event_log = Table(
     Column("occurred_at", DateTime(timezone=True), nullable=False),
     Column("correlation_id", String(36), nullable=True),
     Column("causation_id", String(36), nullable=True),
+    # The W3C trace context (traceparent) of the work that wrote the event, so the
+    # handlers and services it reaches continue the same trace.
+    Column("trace_context", String(512), nullable=True),
     # A second writer of one aggregate version fails here: optimistic concurrency.
     UniqueConstraint("aggregate_type", "aggregate_id", "aggregate_version"),
 )
@@ -137,4 +140,24 @@ allocations_view = Table(
     Column("batchref", String(255), nullable=False),
     Column("version", Integer, nullable=False, server_default="0"),
     Column("allocated", Boolean, nullable=False, server_default=true()),
+)
+
+# HTTP Idempotency-Key records: claimed (in flight) in a short transaction of their
+# own, then completed with the response in the command's own transaction, so a
+# repeated request gets the stored response and never a second effect.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    # Who holds the key while it is in flight: completing with another token fails.
+    Column("token", String(36), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("status_code", SmallInteger, nullable=True),
+    Column("response", Text, nullable=True),
+    # The message ids of the events the request's command appended (JSON list).
+    Column("message_ids", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    # In flight: the holder's lease ends here; done: the key expires here.
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
 )

@@ -106,6 +106,8 @@ class Settings:
     # Every this many events of an aggregate, its state is saved as a snapshot
     # (0: never); the unit of work's default is the documented one.
     snapshot_every: int = 100
+    # How long an HTTP query given min_position waits for its read model.
+    read_wait: float = 5.0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +149,7 @@ class Settings:
             consumer_group=env.name("ALLOCATION_CONSUMER_GROUP", "allocation"),
             claim_idle_ms=env.whole("ALLOCATION_CLAIM_IDLE_MS", 30_000, 1),
             snapshot_every=env.whole("ALLOCATION_SNAPSHOT_EVERY", 100, 0),
+            read_wait=env.seconds("ALLOCATION_READ_WAIT", 5.0, 0),
         )
 
 

@@ -32,6 +32,17 @@ async def user_by_email(email: str, uow: AbstractUnitOfWork) -> UserRow | None:
         return await uow.users_view.by_email(values.normalise_email(email))
 
 
+async def user_by_id(user_id: str, uow: AbstractUnitOfWork) -> UserRow | None:
+    """Return ``{"id", "name", "email"}`` of the user with this id, or None.
+
+    Raises:
+        BlankIdentifier: ``user_id`` is no user id.
+    """
+    user_id = values.check_identifier("user id", user_id)
+    async with uow:
+        return await uow.users_view.by_id(user_id)
+
+
 async def users_list(uow: AbstractUnitOfWork) -> list[UserRow]:
     """Every registered user, sorted by email."""
     async with uow:

@@ -71,6 +71,16 @@ async def translated_errors(url: str) -> AsyncIterator[None]:
         raise BrokerRefused(url, str(error) or type(error).__name__) from error
 
 
+async def ping(url: str) -> None:
+    """Check that the broker at ``url`` answers (BrokerUnavailable otherwise)."""
+    client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        async with translated_errors(url):
+            await client.ping()
+    finally:
+        await client.aclose()
+
+
 class RedisStreamsPublisher(AbstractPublisher):
     """XADDs a batch in one pipelined round trip."""
 

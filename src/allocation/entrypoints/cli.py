@@ -149,6 +149,21 @@ def _build_parser() -> argparse.ArgumentParser:
         help=f"its new quantity, a whole number from 0 to {values.MAX_QUANTITY}",
     )
 
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP API until SIGINT or SIGTERM",
+        description="On SQLite run one server process; on PostgreSQL several may run.",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    serve.add_argument(
+        "--port",
+        type=cli_args.port,
+        default=8000,
+        help="TCP port to listen on, 1 to 65535 (default 8000)",
+    )
+
     allocations = commands.add_parser("allocations", help="show an order's allocations")
     allocations.add_argument("orderid", metavar="ORDERID", help="the order's id")
     cli_log.add_parsers(commands)
@@ -266,6 +281,17 @@ async def _allocations(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _serve(args: argparse.Namespace) -> int:
+    # Loaded only here: the other commands start without FastAPI and uvicorn.
+    from allocation.entrypoints.api import server
+
+    try:
+        return await server.serve(args)
+    except server.CannotListen as error:
+        print(f"allocation: error: {error}", file=sys.stderr)
+        return 1
+
+
 async def _completion(args: argparse.Namespace) -> int:
     # Generated from the parser itself, so it never lags behind the commands.
     # shtab is loaded only here: every other command starts without it.
@@ -283,6 +309,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     "allocate": _allocate,
     "change-batch-quantity": _change_batch_quantity,
     "allocations": _allocations,
+    "serve": _serve,
     "completion": _completion,
     **cli_log.ACTIONS,
     **cli_history.ACTIONS,

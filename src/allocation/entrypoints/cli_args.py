@@ -103,6 +103,15 @@ def date(raw: str) -> datetime.date:
     )
 
 
+def port(raw: str) -> int:
+    """An argparse type for a TCP port: a whole number from 1 to 65535."""
+    if not (raw.isascii() and raw.isdigit() and 1 <= int(raw) <= 65535):
+        raise argparse.ArgumentTypeError(
+            f"invalid port {shorten(raw)}: must be a whole number from 1 to 65535"
+        )
+    return int(raw)
+
+
 def event_names() -> list[str]:
     """The TYPE of every event, sorted: the names the event log stores."""
     return [

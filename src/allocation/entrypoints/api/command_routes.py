@@ -1,0 +1,250 @@
+"""The command routes: batches, allocations and users, each one command of the bus.
+
+Request bodies are the commands' own schemas (``Command.from_json`` validates them,
+``payload_schema`` documents them): one definition for the bus, the broker, the
+command line and HTTP.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import TYPE_CHECKING, Any
+
+import fastapi
+import pydantic
+from starlette.requests import Request  # noqa: TC002 - FastAPI reads the annotation
+from starlette.responses import Response
+
+from allocation.domain import commands, events, messages
+from allocation.domain.exceptions import InvalidMessage
+from allocation.entrypoints.api import problems, running
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping, Sequence
+
+router = fastapi.APIRouter()
+
+_COMMAND_FAILURES = (
+    "invalid-request",
+    "invalid-idempotency-key",
+    "idempotency-key-in-use",
+    "idempotency-key-reused",
+    "unsupported-media-type",
+    "database-unavailable",
+    "concurrent-change",
+)
+
+
+class BatchOut(pydantic.BaseModel):
+    """A batch as it was created."""
+
+    ref: str
+    sku: str
+    qty: int
+    eta: datetime.date | None
+
+
+class BatchQuantityOut(pydantic.BaseModel):
+    """A batch's new quantity."""
+
+    ref: str
+    qty: int
+
+
+class AllocationOut(pydantic.BaseModel):
+    """An order line and the batch it was allocated to."""
+
+    orderid: str
+    sku: str
+    qty: int
+    batchref: str
+
+
+class UserOut(pydantic.BaseModel):
+    """A registered user."""
+
+    id: str
+    name: str
+    email: str
+
+
+def request_body(
+    command: type[commands.Command], *, without: Collection[str] = ()
+) -> dict[str, Any]:
+    """The OpenAPI request body of a route whose body is ``command``'s payload
+    (less the fields the path or the server supply)."""
+    schema = command.payload_schema()
+    schema.pop("$schema", None)
+    for name in without:
+        schema.get("properties", {}).pop(name, None)
+    schema["required"] = [name for name in schema.get("required", []) if name not in without]
+    schema["examples"] = [
+        {key: value for key, value in example.items() if key not in without}
+        for example in schema.get("examples", [])
+    ]
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        },
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": "Repeats of this key get the first response, never a"
+                " second effect (IETF draft-ietf-httpapi-idempotency-key-header).",
+                "schema": {"type": "string", "minLength": 1, "maxLength": 257},
+            }
+        ],
+    }
+
+
+def decoded(
+    command: type[commands.Command],
+    body: Mapping[str, Any],
+    *,
+    supplied: Mapping[str, Any] | None = None,
+) -> commands.Command:
+    """``command`` from a JSON body, with the fields the path or server supply."""
+    fields = dict(body)
+    if supplied:
+        taken = sorted(set(supplied) & set(fields))
+        if taken:
+            raise InvalidMessage(
+                command.TYPE, [f"{name}: not a body field here" for name in taken]
+            )
+        fields.update(supplied)
+    return command.from_json(json.dumps(fields))
+
+
+def _only(found: Sequence[events.Event], kind: type[events.Event]) -> Any:
+    for event in found:
+        if isinstance(event, kind):
+            return event
+    return None
+
+
+def _json(model: pydantic.BaseModel) -> str:
+    return model.model_dump_json()
+
+
+def render_batch(found: Sequence[events.Event]) -> tuple[int, str]:
+    created = _only(found, events.BatchCreated)
+    return 201, _json(
+        BatchOut(
+            ref=created.ref,
+            sku=created.sku,
+            qty=created.purchased_quantity,
+            eta=created.eta,
+        )
+    )
+
+
+def render_allocation(found: Sequence[events.Event]) -> tuple[int, str]:
+    allocated = _only(found, events.Allocated)
+    if allocated is not None:
+        return 201, _json(
+            AllocationOut(
+                orderid=allocated.orderid,
+                sku=allocated.sku,
+                qty=allocated.qty,
+                batchref=allocated.batchref,
+            )
+        )
+    missing = _only(found, events.OutOfStock)
+    detail = (
+        f"no batch of {missing.sku!r} can take {missing.qty} (order {missing.orderid!r})"
+        if missing is not None
+        else "no batch can take the order line"
+    )
+    return 409, json.dumps(problems.body("out-of-stock", detail), ensure_ascii=False)
+
+
+def _user_location(status_code: int, body: str) -> dict[str, str]:
+    if status_code != 201:
+        return {}
+    return {"Location": f"/users/{json.loads(body)['id']}"}
+
+
+@router.post(
+    "/batches",
+    status_code=201,
+    response_model=BatchOut,
+    summary="Add a batch of stock",
+    openapi_extra=request_body(commands.CreateBatch),
+    responses=problems.responses(*_COMMAND_FAILURES, "batch-already-exists"),
+)
+async def add_batch(request: Request) -> Response:
+    refused = running.unsupported_media_type(request)
+    if refused is not None:
+        return refused
+    body = await running.json_body(request, commands.CreateBatch.TYPE)
+    command = decoded(commands.CreateBatch, body)
+    return await running.run(request, request.app.state.bus, command, render_batch)
+
+
+@router.patch(
+    "/batches/{ref}",
+    response_model=BatchQuantityOut,
+    summary="Change a batch's quantity (lines that no longer fit are reallocated)",
+    openapi_extra=request_body(commands.ChangeBatchQuantity, without=("ref",)),
+    responses=problems.responses(*_COMMAND_FAILURES, "unknown-batch"),
+)
+async def change_batch_quantity(ref: str, request: Request) -> Response:
+    refused = running.unsupported_media_type(request)
+    if refused is not None:
+        return refused
+    body = await running.json_body(request, commands.ChangeBatchQuantity.TYPE)
+    command = decoded(commands.ChangeBatchQuantity, body, supplied={"ref": ref})
+
+    def render(_found: Sequence[events.Event]) -> tuple[int, str]:
+        return 200, _json(BatchQuantityOut(ref=command.ref, qty=command.qty))
+
+    return await running.run(request, request.app.state.bus, command, render)
+
+
+@router.post(
+    "/allocations",
+    status_code=201,
+    response_model=AllocationOut,
+    summary="Allocate an order line to a batch",
+    openapi_extra=request_body(commands.Allocate),
+    responses=problems.responses(*_COMMAND_FAILURES, "invalid-sku", "out-of-stock"),
+)
+async def allocate(request: Request) -> Response:
+    refused = running.unsupported_media_type(request)
+    if refused is not None:
+        return refused
+    body = await running.json_body(request, commands.Allocate.TYPE)
+    command = decoded(commands.Allocate, body)
+    return await running.run(request, request.app.state.bus, command, render_allocation)
+
+
+@router.post(
+    "/users",
+    status_code=201,
+    response_model=UserOut,
+    summary="Register a user",
+    openapi_extra=request_body(commands.RegisterUser, without=("user_id",)),
+    responses=problems.responses(*_COMMAND_FAILURES, "email-already-registered"),
+)
+async def register_user(request: Request) -> Response:
+    refused = running.unsupported_media_type(request)
+    if refused is not None:
+        return refused
+    body = await running.json_body(request, commands.RegisterUser.TYPE)
+    command = decoded(
+        commands.RegisterUser, body, supplied={"user_id": messages.new_message_id()}
+    )
+
+    def render(found: Sequence[events.Event]) -> tuple[int, str]:
+        registered = _only(found, events.UserRegistered)
+        return 201, _json(
+            UserOut(id=registered.user_id, name=registered.name, email=registered.email)
+        )
+
+    return await running.run(
+        request, request.app.state.bus, command, render, headers=_user_location
+    )

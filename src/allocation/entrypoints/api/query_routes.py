@@ -1,0 +1,206 @@
+"""The query routes: read models (with read-your-writes) and the event log.
+
+A query given ``min_position`` (the ``Log-Position`` a command answered with) waits,
+at most ``ALLOCATION_READ_WAIT`` seconds, until the read model it reads holds every
+event up to there; then it answers, or says 504 with ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from typing import TYPE_CHECKING, Annotated, Any
+
+import fastapi
+import pydantic
+from starlette.requests import Request  # noqa: TC002 - FastAPI reads the annotation
+from starlette.responses import Response
+
+from allocation import views
+from allocation.domain import events, messages
+from allocation.entrypoints.api import problems
+from allocation.service_layer import freshness, projections
+
+if TYPE_CHECKING:
+    from allocation.service_layer.messagebus import MessageBus
+    from allocation.service_layer.ports import LoggedEvent
+    from allocation.service_layer.projections import Projection
+
+router = fastapi.APIRouter()
+
+MAX_POSITION = 2**63 - 1
+MAX_PAGE = 1000
+
+MinPosition = Annotated[
+    int | None,
+    fastapi.Query(
+        ge=0,
+        le=MAX_POSITION,
+        description="Answer only once the read model holds every event up to this"
+        " log position (a command's Log-Position header).",
+    ),
+]
+
+
+class AllocationRowOut(pydantic.BaseModel):
+    """One allocated order line."""
+
+    sku: str
+    batchref: str
+
+
+class UserOut(pydantic.BaseModel):
+    """A registered user."""
+
+    id: str
+    name: str
+    email: str
+
+
+class EventOut(pydantic.BaseModel):
+    """An event as the log holds it, its payload in the current schema."""
+
+    position: int
+    message_id: str
+    name: str
+    aggregate_type: str
+    aggregate_id: str
+    aggregate_version: int
+    payload: dict[str, Any]
+    occurred_at: datetime.datetime
+    correlation_id: str | None
+    causation_id: str | None
+    schema_version: int
+
+
+class EventsPage(pydantic.BaseModel):
+    """A page of the log; ``next_after`` continues it (None at its end)."""
+
+    events: list[EventOut]
+    next_after: int | None
+
+
+def event_names() -> list[str]:
+    return sorted(
+        name
+        for name, kind in messages.message_classes().items()
+        if issubclass(kind, events.Event)
+    )
+
+
+def event_document(logged: LoggedEvent) -> dict[str, Any]:
+    """What the API shows of a logged event."""
+    event = logged.event
+    return {
+        "position": logged.position,
+        "message_id": event.message_id,
+        "name": event.TYPE,
+        "aggregate_type": logged.aggregate_type,
+        "aggregate_id": logged.aggregate_id,
+        "aggregate_version": logged.aggregate_version,
+        "payload": event.to_payload(),
+        "occurred_at": logged.occurred_at.isoformat(),
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "schema_version": event.SCHEMA_VERSION,
+    }
+
+
+async def fresh_enough(
+    request: Request, projection: Projection, min_position: int | None
+) -> Response | None:
+    """None once ``projection`` holds ``min_position``; a 504 problem if it does not
+    in time."""
+    if min_position is None:
+        return None
+    bus: MessageBus = request.app.state.bus
+    wait = request.app.state.settings.read_wait
+    if await freshness.wait_until_reached(bus, projection, min_position, timeout=wait):
+        return None
+    return problems.response(
+        "not-yet-projected",
+        f"{projection.name} has not reached log position {min_position} within"
+        f" {wait:g} s",
+    )
+
+
+def json_response(document: Any, status_code: int = 200) -> Response:
+    return Response(
+        json.dumps(document, ensure_ascii=False),
+        status_code=status_code,
+        media_type="application/json",
+    )
+
+
+@router.get(
+    "/allocations/{orderid}",
+    response_model=list[AllocationRowOut],
+    summary="An order's allocated lines (the book's path too)",
+    responses=problems.responses(
+        "order-not-found", "invalid-request", "not-yet-projected", "database-unavailable"
+    ),
+)
+async def allocations(
+    orderid: str, request: Request, min_position: MinPosition = None
+) -> Response:
+    stale = await fresh_enough(request, projections.ALLOCATIONS_VIEW, min_position)
+    if stale is not None:
+        return stale
+    rows = await views.allocations(orderid, request.app.state.bus.uow_factory())
+    if not rows:
+        return problems.response(
+            "order-not-found", f"order {orderid!r} has no allocated lines"
+        )
+    return json_response([dict(row) for row in rows])
+
+
+@router.get(
+    "/users/{user_id}",
+    response_model=UserOut,
+    summary="A registered user",
+    responses=problems.responses(
+        "user-not-found", "invalid-request", "not-yet-projected", "database-unavailable"
+    ),
+)
+async def user(
+    user_id: str, request: Request, min_position: MinPosition = None
+) -> Response:
+    stale = await fresh_enough(request, projections.USERS_VIEW, min_position)
+    if stale is not None:
+        return stale
+    found = await views.user_by_id(user_id, request.app.state.bus.uow_factory())
+    if found is None:
+        return problems.response("user-not-found", f"no user has id {user_id!r}")
+    return json_response(dict(found))
+
+
+@router.get(
+    "/events",
+    response_model=EventsPage,
+    summary="The event log, oldest first, a page at a time",
+    responses=problems.responses("invalid-request", "database-unavailable"),
+)
+async def event_log(
+    request: Request,
+    after: Annotated[int, fastapi.Query(ge=0, le=MAX_POSITION)] = 0,
+    limit: Annotated[int, fastapi.Query(ge=1, le=MAX_PAGE)] = 100,
+    name: Annotated[
+        list[str] | None,
+        fastapi.Query(
+            description="Only events of these names (snake_case TYPE); repeatable.",
+            json_schema_extra={"items": {"enum": event_names()}},
+        ),
+    ] = None,
+) -> Response:
+    unknown = sorted(set(name or ()) - set(event_names()))
+    if unknown:
+        return problems.response(
+            "invalid-request",
+            f"unknown event name {unknown[0]!r}",
+            errors=[f"name: one of {', '.join(event_names())}"],
+        )
+    async with request.app.state.bus.uow_factory() as uow:
+        batch = await uow.event_log.read(after=after, names=name, limit=limit)
+    documents = [event_document(logged) for logged in batch]
+    next_after = batch[-1].position if len(batch) == limit else None
+    return json_response({"events": documents, "next_after": next_after})

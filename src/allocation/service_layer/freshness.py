@@ -1,0 +1,69 @@
+"""Read-your-writes: has a read model taken in every event up to a log position?
+
+A command's answer carries the log position its events reached. A query given that
+position waits, bounded, until the read model it reads holds those events: an inline
+projection as soon as the position is committed, an asynchronous one once it has
+handled every event of its names up to there (the fast path after the commit, or
+catch-up).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from allocation.service_layer.messagebus import MessageBus
+    from allocation.service_layer.projections import Projection
+
+# Past its checkpoint, at most this many events of a projection's names are looked
+# at: further behind than that, catch-up moves the checkpoint before it is worth
+# checking event by event.
+LOOK_AHEAD = 1000
+# Polling starts fast (the fast path usually lands within milliseconds) and slows
+# down to this.
+_FIRST_PAUSE = 0.005
+_LONGEST_PAUSE = 0.1
+
+
+async def reached(bus: MessageBus, projection: Projection, position: int) -> bool:
+    """Whether ``projection``'s read model holds every event up to ``position``."""
+    async with bus.uow_factory() as uow:
+        store = uow.event_log
+        await store.read_one_snapshot()
+        # Positions are handed out in commit order: a head at or past the position
+        # means every event up to it is committed and visible.
+        head = await store.last_position()
+        if head < position:
+            return False
+        if projection.inline:
+            return True
+        checkpoint = await store.checkpoint(projection.name) or 0
+        if checkpoint >= position:
+            return True
+        batch = await store.read(
+            after=checkpoint, names=projection.event_names, limit=LOOK_AHEAD
+        )
+        wanted = [logged.event.message_id for logged in batch if logged.position <= position]
+        if len(batch) == LOOK_AHEAD and batch[-1].position < position:
+            return False
+        if not wanted:
+            return True
+        handled = await store.processed_among(projection.name, wanted)
+    return len(handled) == len(wanted)
+
+
+async def wait_until_reached(
+    bus: MessageBus, projection: Projection, position: int, *, timeout: float
+) -> bool:
+    """Wait up to ``timeout`` seconds for :func:`reached`; True once it holds."""
+    pause = _FIRST_PAUSE
+    with anyio.move_on_after(timeout if math.isfinite(timeout) else None):
+        while True:
+            if await reached(bus, projection, position):
+                return True
+            await anyio.sleep(pause)
+            pause = min(pause * 2, _LONGEST_PAUSE)
+    return False

@@ -106,6 +106,10 @@ class Settings:
     # Every this many events of an aggregate, its state is saved as a snapshot
     # (0: never); the unit of work's default is the documented one.
     snapshot_every: int = 100
+    # Seconds a request's stored response answers its repeats (Idempotency-Key),
+    # and seconds a request holds its key before another may take it over.
+    idempotency_ttl: float = 86_400.0
+    idempotency_lease: float = 60.0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +151,8 @@ class Settings:
             consumer_group=env.name("ALLOCATION_CONSUMER_GROUP", "allocation"),
             claim_idle_ms=env.whole("ALLOCATION_CLAIM_IDLE_MS", 30_000, 1),
             snapshot_every=env.whole("ALLOCATION_SNAPSHOT_EVERY", 100, 0),
+            idempotency_ttl=env.seconds("ALLOCATION_IDEMPOTENCY_TTL", 86_400.0, 1),
+            idempotency_lease=env.seconds("ALLOCATION_IDEMPOTENCY_LEASE", 60.0, 1),
         )
 
 

@@ -108,6 +108,10 @@ class Settings:
     snapshot_every: int = 100
     # How long an HTTP query given min_position waits for its read model.
     read_wait: float = 5.0
+    # Seconds a request's stored response answers its repeats (Idempotency-Key),
+    # and seconds a request holds its key before another may take it over.
+    idempotency_ttl: float = 86_400.0
+    idempotency_lease: float = 60.0
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -150,6 +154,8 @@ class Settings:
             claim_idle_ms=env.whole("ALLOCATION_CLAIM_IDLE_MS", 30_000, 1),
             snapshot_every=env.whole("ALLOCATION_SNAPSHOT_EVERY", 100, 0),
             read_wait=env.seconds("ALLOCATION_READ_WAIT", 5.0, 0),
+            idempotency_ttl=env.seconds("ALLOCATION_IDEMPOTENCY_TTL", 86_400.0, 1),
+            idempotency_lease=env.seconds("ALLOCATION_IDEMPOTENCY_LEASE", 60.0, 1),
         )
 
 

@@ -23,6 +23,8 @@ SECONDS = (
     "ALLOCATION_RETRY_DELAY",
     "ALLOCATION_CATCH_UP_INTERVAL",
     "ALLOCATION_RELAY_INTERVAL",
+    "ALLOCATION_IDEMPOTENCY_TTL",
+    "ALLOCATION_IDEMPOTENCY_LEASE",
 )
 NAMES = (
     "ALLOCATION_BROKER_STREAM",
@@ -72,6 +74,8 @@ BAD_VALUES: list[tuple[str, str]] = [
         )
     ),
     ("ALLOCATION_RELAY_INTERVAL", "0"),
+    ("ALLOCATION_IDEMPOTENCY_TTL", "0"),
+    ("ALLOCATION_IDEMPOTENCY_LEASE", "0.5"),
     *(
         ("SMTP_PORT", value)
         for value in (*BLANKS, "x", "0", "-25", "65536", "70000", "25.0", "２５")
@@ -157,6 +161,8 @@ def test_nothing_set_means_every_default() -> None:
         ("ALLOCATION_RETRY_DELAY", "86400", "retry_delay", 86400.0),
         ("ALLOCATION_CATCH_UP_INTERVAL", "0", "catch_up_interval", 0.0),
         ("ALLOCATION_RELAY_INTERVAL", ".5", "relay_interval", 0.5),
+        ("ALLOCATION_IDEMPOTENCY_TTL", "3600", "idempotency_ttl", 3600.0),
+        ("ALLOCATION_IDEMPOTENCY_LEASE", " 1 ", "idempotency_lease", 1.0),
         ("ALLOCATION_CONFLICT_RETRIES", "0", "conflict_retries", 0),
         ("ALLOCATION_RETRY_ATTEMPTS", "2147483647", "retry_attempts", 2**31 - 1),
         ("ALLOCATION_CLAIM_IDLE_MS", " 100 ", "claim_idle_ms", 100),

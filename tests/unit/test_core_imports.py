@@ -15,6 +15,7 @@ CORE = (
     "allocation.domain.events",
     "allocation.service_layer.messagebus",
     "allocation.service_layer.handlers",
+    "allocation.service_layer.idempotency",
     "allocation.service_layer.services",
     "allocation.service_layer.unit_of_work",
     "allocation.service_layer.catchup",

@@ -16,6 +16,7 @@ import itertools
 from typing import TYPE_CHECKING
 
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
+from allocation.memory.idempotency import FakeIdempotencyKeys, KeyData
 from allocation.memory.transaction import Bound, LockTable
 from allocation.service_layer.exceptions import ClaimTaken
 from allocation.service_layer.ports import (
@@ -143,7 +144,7 @@ def _apply_letter(data: _LogData, letter_id: int, letter: DeadLetter | None) -> 
     data.letters[letter_id] = dataclasses.replace(letter, id=letter_id)
 
 
-class FakeEventStore(Bound, AbstractEventStore):
+class FakeEventStore(FakeIdempotencyKeys, Bound, AbstractEventStore):
     """The event store in memory, staging each unit of work's writes until commit.
 
     ``logged``, ``processed``, ``checkpoints`` and ``letters`` show the committed
@@ -152,6 +153,7 @@ class FakeEventStore(Bound, AbstractEventStore):
 
     def __init__(self) -> None:
         self._data = _LogData()
+        self._keys = KeyData()
 
     @property
     def logged(self) -> list[LoggedEvent]:
@@ -350,6 +352,14 @@ class FakeEventStore(Bound, AbstractEventStore):
     async def last_position(self) -> int:
         changes = self._staged()
         return len(self._data.logged) + (0 if changes is None else len(changes.events))
+
+    async def last_position_of(self, message_ids: Sequence[str]) -> int | None:
+        positions = [
+            logged.position
+            for logged in [await self.get(message_id) for message_id in message_ids]
+            if logged is not None
+        ]
+        return max(positions, default=None)
 
     # ---- tracking
 

@@ -8,6 +8,7 @@ AllocationError
 ├── SubscriberBusy    another process is catching that subscriber up
 ├── UnknownMessage    the bus was handed something it has no handler for
 ├── ClaimTaken        a unique value another aggregate holds (raised by stores)
+├── IdempotencyKeyLost  a request's key was taken over before its commit (raised by stores)
 │   Raised by adapters, handled here (retried, dead-lettered, reported):
 ├── DatabaseUnavailable   the database cannot be reached, opened or written (transient)
 ├── DataRefused           the database refused a value (the input's fault: not retried)
@@ -110,6 +111,19 @@ class ClaimTaken(AllocationError):
         self.claim = claim
         super().__init__(
             f"{claim.kind} {shorten(claim.value)} is already held by another"
+        )
+
+
+class IdempotencyKeyLost(AllocationError):
+    """Raised by an event store when a request completes an idempotency key that
+    is no longer its own: its lease ended and another request took the key over,
+    or it was purged. The command's transaction rolls back, so only the new
+    holder's effect remains."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"idempotency key {shorten(key)} was taken over: its lease had ended"
         )
 
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
 
     from allocation.domain import events
+    from allocation.service_layer.idempotency import KeyRecord, StoredResponse
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -176,6 +177,44 @@ class AbstractEventStore(abc.ABC):
     @abc.abstractmethod
     async def last_position(self) -> int:
         """The position of the newest event (0 for an empty log)."""
+
+    @abc.abstractmethod
+    async def last_position_of(self, message_ids: Sequence[str]) -> int | None:
+        """The highest position among these events (None if none is logged)."""
+
+    # ---- HTTP idempotency keys (see service_layer.idempotency)
+
+    @abc.abstractmethod
+    async def claim_request(
+        self,
+        key: str,
+        fingerprint: str,
+        token: str,
+        now: datetime.datetime,
+        lease_until: datetime.datetime,
+    ) -> KeyRecord | None:
+        """Hold ``key`` for ``token`` until ``lease_until`` if it is free or its
+        expiry (or lease) ended by ``now`` (None); else its record. Of concurrent
+        claims of one key, one wins."""
+
+    @abc.abstractmethod
+    async def complete_request(
+        self,
+        key: str,
+        token: str,
+        response: StoredResponse,
+        expires_at: datetime.datetime,
+    ) -> None:
+        """Store ``token``'s response, kept until ``expires_at``; IdempotencyKeyLost
+        (here or at the commit) if the key is no longer in flight for ``token``."""
+
+    @abc.abstractmethod
+    async def release_request(self, key: str, token: str) -> None:
+        """Delete the key if it is in flight for ``token``."""
+
+    @abc.abstractmethod
+    async def purge_requests(self, now: datetime.datetime) -> int:
+        """Delete the keys whose expiry or lease ended by ``now``; how many."""
 
     # ---- what each subscriber has handled
 

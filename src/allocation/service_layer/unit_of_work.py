@@ -9,12 +9,13 @@ Each engine's package supplies the transaction and the ports
 from __future__ import annotations
 
 import abc
+import datetime
 import importlib
 from typing import TYPE_CHECKING, Any, Self
 
 import anyio
 
-from allocation.service_layer import repository, tracking
+from allocation.service_layer import idempotency, repository, tracking
 from allocation.service_layer.exceptions import ClaimTaken
 from allocation.service_layer.ports import NewEvent
 
@@ -101,6 +102,7 @@ class AbstractUnitOfWork(abc.ABC):
                 version first (the bus reruns the handler).
             EmailAlreadyRegistered, BatchAlreadyExists: a claim is held already.
             AlreadyProcessed: this subscriber had already handled the message.
+            IdempotencyKeyLost: the HTTP request's key was taken over.
         """
         current = tracking.handling.get()
         cause = None if current is None else current.message
@@ -108,8 +110,19 @@ class AbstractUnitOfWork(abc.ABC):
         if current is not None and new_events:
             current.claim(new.event.message_id for new in new_events)
         tracking_row = None if current is None else current.tracking_row()
+        request = idempotency.completion(new_events)
         store = self.event_log
         try:
+            if request is not None:
+                # First: a request whose key was taken over fails before the
+                # other writes take their locks.
+                pending, response = request
+                expires_at = idempotency.utc_now() + datetime.timedelta(
+                    seconds=pending.ttl
+                )
+                await store.complete_request(
+                    pending.key, pending.token, response, expires_at
+                )
             if claims:
                 # First: a taken email fails before the append lock is taken.
                 await store.claim(claims)
@@ -135,6 +148,9 @@ class AbstractUnitOfWork(abc.ABC):
             raise self._claim_error(taken) from taken
         if tracking_row is not None and current is not None:
             current.tracked = True
+        if request is not None:
+            # Only now: a commit rerun after a conflict stores it again.
+            request[0].response = request[1]
         self._committed_events.extend(new.event for new in new_events)
 
     async def rollback(self) -> None:

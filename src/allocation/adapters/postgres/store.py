@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from allocation.adapters import log_rows
 from allocation.adapters.log_rows import dead_letter, log_row, logged_event, utc_now
 from allocation.adapters.postgres import sql
+from allocation.adapters.postgres.idempotency import PostgresIdempotencyKeys
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer.exceptions import ClaimTaken
 from allocation.service_layer.ports import AbstractEventStore, Claim, Snapshot
@@ -44,7 +45,7 @@ def stream_lock_key(aggregate_type: str, aggregate_id: str) -> tuple[int, int]:
     )
 
 
-class PostgresEventStore(AbstractEventStore):
+class PostgresEventStore(PostgresIdempotencyKeys, AbstractEventStore):
     """The event store's tables, through one unit of work's session."""
 
     def __init__(self, session: Session) -> None:

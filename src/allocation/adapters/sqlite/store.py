@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from allocation.adapters import log_rows
 from allocation.adapters.sqlite import sql
+from allocation.adapters.sqlite.idempotency import SqliteIdempotencyKeys
 from allocation.adapters.sqlite.session import Write
 from allocation.service_layer.exceptions import ClaimTaken
 from allocation.service_layer.ports import AbstractEventStore, Claim, Snapshot
@@ -50,7 +51,7 @@ class _ClaimWrite(Write):
 _APPEND_COLUMNS = log_rows.LOG_COLUMNS[1:]
 
 
-class SqliteEventStore(AbstractEventStore):
+class SqliteEventStore(SqliteIdempotencyKeys, AbstractEventStore):
     """The event store in the tables of ``adapters.tables``."""
 
     def __init__(self, session: SqliteSession) -> None:

@@ -18,7 +18,9 @@ PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
-async def client(engine: AsyncEngine, database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    engine: AsyncEngine, database_url: str
+) -> AsyncIterator[httpx.AsyncClient]:
     async with serving(database_url) as (client, _app):
         yield client
 
@@ -139,14 +141,44 @@ async def test_change_batch_quantity_and_an_unknown_batch(
 @pytest.mark.parametrize(
     ("body", "content_type", "status", "slug"),
     [
-        (b'{"orderid": "o1", "sku": "LAMP"}', "application/json", 422, "invalid-request"),
+        (
+            b'{"orderid": "o1", "sku": "LAMP"}',
+            "application/json",
+            422,
+            "invalid-request",
+        ),
         (b"not json", "application/json", 422, "invalid-request"),
         (b"[1, 2]", "application/json", 422, "invalid-request"),
-        (b'{"orderid": "o1", "sku": "L", "qty": "3"}', "application/json", 422, "invalid-request"),
-        (b'{"orderid": "o1", "sku": "L", "qty": 0}', "application/json", 422, "invalid-request"),
-        (b'{"orderid": "o1", "sku": "L", "qty": 1, "x": 1}', "application/json", 422, "invalid-request"),
-        (b'{"orderid": " o1", "sku": "L", "qty": 1}', "application/json", 422, "invalid-request"),
-        (b"orderid=o1", "application/x-www-form-urlencoded", 415, "unsupported-media-type"),
+        (
+            b'{"orderid": "o1", "sku": "L", "qty": "3"}',
+            "application/json",
+            422,
+            "invalid-request",
+        ),
+        (
+            b'{"orderid": "o1", "sku": "L", "qty": 0}',
+            "application/json",
+            422,
+            "invalid-quantity",
+        ),
+        (
+            b'{"orderid": "o1", "sku": "L", "qty": 1, "x": 1}',
+            "application/json",
+            422,
+            "invalid-request",
+        ),
+        (
+            b'{"orderid": " o1", "sku": "L", "qty": 1}',
+            "application/json",
+            422,
+            "invalid-identifier",
+        ),
+        (
+            b"orderid=o1",
+            "application/x-www-form-urlencoded",
+            415,
+            "unsupported-media-type",
+        ),
     ],
 )
 async def test_bad_bodies_are_problems_that_change_nothing(
@@ -165,7 +197,9 @@ async def test_bad_paths_and_parameters_are_problems(client: httpx.AsyncClient) 
     _problem(await client.delete("/batches"), 405, "method-not-allowed")
     _problem(await client.get("/events", params={"limit": 0}), 422, "invalid-request")
     _problem(
-        await client.get("/events", params={"name": "Allocated"}), 422, "invalid-request"
+        await client.get("/events", params={"name": "Allocated"}),
+        422,
+        "invalid-request",
     )
     _problem(
         await client.get("/allocations/o1", params={"min_position": -1}),

@@ -72,9 +72,7 @@ async def test_the_same_key_for_another_request_is_refused(
     key = {"Idempotency-Key": "k1"}
     await client.post("/allocations", json=ALLOCATE, headers=key)
 
-    other = await client.post(
-        "/allocations", json={**ALLOCATE, "qty": 4}, headers=key
-    )
+    other = await client.post("/allocations", json={**ALLOCATE, "qty": 4}, headers=key)
 
     assert other.status_code == 422
     assert other.json()["type"] == "/problems/idempotency-key-reused"

@@ -46,7 +46,9 @@ async def reached(bus: MessageBus, projection: Projection, position: int) -> boo
         batch = await store.read(
             after=checkpoint, names=projection.event_names, limit=LOOK_AHEAD
         )
-        wanted = [logged.event.message_id for logged in batch if logged.position <= position]
+        wanted = [
+            logged.event.message_id for logged in batch if logged.position <= position
+        ]
         if len(batch) == LOOK_AHEAD and batch[-1].position < position:
             return False
         if not wanted:
@@ -56,11 +58,11 @@ async def reached(bus: MessageBus, projection: Projection, position: int) -> boo
 
 
 async def wait_until_reached(
-    bus: MessageBus, projection: Projection, position: int, *, timeout: float
+    bus: MessageBus, projection: Projection, position: int, *, within: float
 ) -> bool:
-    """Wait up to ``timeout`` seconds for :func:`reached`; True once it holds."""
+    """Wait up to ``within`` seconds for :func:`reached`; True once it holds."""
     pause = _FIRST_PAUSE
-    with anyio.move_on_after(timeout if math.isfinite(timeout) else None):
+    with anyio.move_on_after(within if math.isfinite(within) else None):
         while True:
             if await reached(bus, projection, position):
                 return True

@@ -61,9 +61,12 @@ class Claimed:
 
 @dataclasses.dataclass
 class PendingRequest:
-    """A request holding a key, for the unit of work of its command to complete.
+    """A request, for the unit of work of its command to render its response in
+    the commit, and to store it there when the request holds a key.
 
     Attributes:
+        key, token: the key it holds and the claim's proof; both None for a
+            request without a key (its response is rendered, not stored).
         render: the events the command's commit appends, as the response's status
             code and JSON body text.
         ttl: seconds the stored response is kept after the commit.
@@ -71,9 +74,9 @@ class PendingRequest:
             the same context (the event handlers') leave the key alone.
     """
 
-    key: str
+    key: str | None
     fingerprint: str
-    token: str
+    token: str | None
     render: Callable[[Sequence[events.Event]], tuple[int, str]]
     ttl: float
     response: StoredResponse | None = None

@@ -114,15 +114,7 @@ class AbstractUnitOfWork(abc.ABC):
         store = self.event_log
         try:
             if request is not None:
-                # First: a request whose key was taken over fails before the
-                # other writes take their locks.
-                pending, response = request
-                expires_at = idempotency.utc_now() + datetime.timedelta(
-                    seconds=pending.ttl
-                )
-                await store.complete_request(
-                    pending.key, pending.token, response, expires_at
-                )
+                await self._complete_request(*request)
             if claims:
                 # First: a taken email fails before the append lock is taken.
                 await store.claim(claims)
@@ -152,6 +144,18 @@ class AbstractUnitOfWork(abc.ABC):
             # Only now: a commit rerun after a conflict stores it again.
             request[0].response = request[1]
         self._committed_events.extend(new.event for new in new_events)
+
+    async def _complete_request(
+        self, pending: idempotency.PendingRequest, response: idempotency.StoredResponse
+    ) -> None:
+        if pending.key is None or pending.token is None:
+            return  # a request without a key: its response is only rendered
+        # First of the writes: a request whose key was taken over fails before the
+        # others take their locks.
+        expires_at = idempotency.utc_now() + datetime.timedelta(seconds=pending.ttl)
+        await self.event_log.complete_request(
+            pending.key, pending.token, response, expires_at
+        )
 
     async def rollback(self) -> None:
         """Undo what is not committed; the events it recorded are dropped."""

@@ -101,7 +101,7 @@ def create_app(
 
 
 async def _invalid_request(request: Request, error: Exception) -> Response:
-    assert isinstance(error, RequestValidationError)  # noqa: S101 - registered for it
+    assert isinstance(error, RequestValidationError)
     lines = [
         f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
         for problem in error.errors()
@@ -112,7 +112,7 @@ async def _invalid_request(request: Request, error: Exception) -> Response:
 
 
 async def _http_error(request: Request, error: Exception) -> Response:
-    assert isinstance(error, HTTPException)  # noqa: S101 - registered for it
+    assert isinstance(error, HTTPException)
     slug = {404: "not-found", 405: "method-not-allowed"}.get(error.status_code)
     if slug is None:
         return problems.from_document(
@@ -136,9 +136,7 @@ async def _allocation_error(request: Request, error: Exception) -> Response:
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
-    logger.error(
-        "%s %s failed", request.method, request.url.path, exc_info=error
-    )
+    logger.error("%s %s failed", request.method, request.url.path, exc_info=error)
     return problems.response(
         "internal-error", f"{type(error).__name__} while handling the request"
     )

@@ -128,7 +128,7 @@ async def allocate(request: Request) -> Response:
         for event in found:
             if isinstance(event, events.Allocated):
                 return 202, json.dumps({"batchref": event.batchref})
-        sku = command.sku  # type: ignore[attr-defined]  # an Allocate
+        sku = command.sku
         return 400, json.dumps({"message": f"Out of stock for sku {sku}"})
 
     return await running.run(

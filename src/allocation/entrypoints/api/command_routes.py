@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime
 import json
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import fastapi
 import pydantic
 from starlette.requests import Request  # noqa: TC002 - FastAPI reads the annotation
-from starlette.responses import Response
+from starlette.responses import Response  # noqa: TC002 - FastAPI reads the annotation
 
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import InvalidMessage
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
 
 router = fastapi.APIRouter()
+
+CommandT = TypeVar("CommandT", bound=commands.Command)
 
 _COMMAND_FAILURES = (
     "invalid-request",
@@ -78,7 +80,9 @@ def request_body(
     schema.pop("$schema", None)
     for name in without:
         schema.get("properties", {}).pop(name, None)
-    schema["required"] = [name for name in schema.get("required", []) if name not in without]
+    schema["required"] = [
+        name for name in schema.get("required", []) if name not in without
+    ]
     schema["examples"] = [
         {key: value for key, value in example.items() if key not in without}
         for example in schema.get("examples", [])
@@ -102,11 +106,11 @@ def request_body(
 
 
 def decoded(
-    command: type[commands.Command],
+    command: type[CommandT],
     body: Mapping[str, Any],
     *,
     supplied: Mapping[str, Any] | None = None,
-) -> commands.Command:
+) -> CommandT:
     """``command`` from a JSON body, with the fields the path or server supply."""
     fields = dict(body)
     if supplied:

@@ -75,7 +75,7 @@ async def _check(probe: Callable[[], Awaitable[None]]) -> str:
     except TimeoutError:
         return f"no answer within {CHECK_SECONDS:g} s"
     except AllocationError as error:
-        return problems.body("not-ready", str(error))["detail"]
+        return str(problems.body("not-ready", str(error))["detail"])
     return "ok"
 
 

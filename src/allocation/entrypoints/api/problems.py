@@ -85,9 +85,7 @@ TYPES = _types(
         "The database refused the data",
         "A value does not fit what the database holds. Nothing was changed.",
     ),
-    ProblemType(
-        "unknown-batch", 404, "Unknown batch", "No batch has this reference."
-    ),
+    ProblemType("unknown-batch", 404, "Unknown batch", "No batch has this reference."),
     ProblemType("user-not-found", 404, "User not found", "No user has this id."),
     ProblemType(
         "order-not-found",
@@ -279,7 +277,9 @@ def for_error(error: Exception) -> Response | None:
     slug = slug_of(error)
     if slug is None:
         return None
-    problems = error.problems if isinstance(error, domain_errors.InvalidMessage) else None
+    problems = (
+        error.problems if isinstance(error, domain_errors.InvalidMessage) else None
+    )
     return response(slug, str(error), errors=problems)
 
 
@@ -296,6 +296,8 @@ def responses(*slugs: str) -> dict[int | str, dict[str, Any]]:
             },
         )
         entry["description"] = "; ".join(
-            part for part in (entry["description"], f"{kind.title} ({kind.uri})") if part
+            part
+            for part in (entry["description"], f"{kind.title} ({kind.uri})")
+            if part
         )
     return listed

@@ -115,7 +115,7 @@ async def fresh_enough(
         return None
     bus: MessageBus = request.app.state.bus
     wait = request.app.state.settings.read_wait
-    if await freshness.wait_until_reached(bus, projection, min_position, timeout=wait):
+    if await freshness.wait_until_reached(bus, projection, min_position, within=wait):
         return None
     return problems.response(
         "not-yet-projected",
@@ -137,7 +137,10 @@ def json_response(document: Any, status_code: int = 200) -> Response:
     response_model=list[AllocationRowOut],
     summary="An order's allocated lines (the book's path too)",
     responses=problems.responses(
-        "order-not-found", "invalid-request", "not-yet-projected", "database-unavailable"
+        "order-not-found",
+        "invalid-request",
+        "not-yet-projected",
+        "database-unavailable",
     ),
 )
 async def allocations(

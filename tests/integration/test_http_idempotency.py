@@ -213,7 +213,8 @@ async def test_a_query_that_cannot_be_fresh_in_time_says_when_to_ask_again(
     assert stale.status_code == 504
     assert stale.json()["type"] == "/problems/not-yet-projected"
     assert stale.headers["Retry-After"] == "1"
-    assert beyond.status_code == 504
+    assert beyond.status_code == 422
+    assert beyond.json()["type"] == "/problems/unknown-position"
 
 
 async def _logged_behind_the_bus(app: fastapi.FastAPI) -> int:

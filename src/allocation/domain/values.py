@@ -148,6 +148,8 @@ _IDENTIFIER_PATTERN = (
     rf"(?:[^{_SCHEMA_FORBIDDEN}\u200b-\u200f\ufeff]*"
     rf"[^\s{_SCHEMA_FORBIDDEN}\u200b-\u200f\ufeff])?$"
 )
+# For other schemas of identifiers (an HTTP route's path parameters).
+IDENTIFIER_PATTERN = _IDENTIFIER_PATTERN
 # Names as stored: trimmed, so neither end is a space.
 _TEXT_PATTERN = (
     rf"^[^\s{_SCHEMA_FORBIDDEN}](?:[^{_SCHEMA_FORBIDDEN}]*[^\s{_SCHEMA_FORBIDDEN}])?$"

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 
 import anyio
 
+from allocation.domain.exceptions import AllocationError
+
 if TYPE_CHECKING:
     from allocation.service_layer.messagebus import MessageBus
     from allocation.service_layer.projections import Projection
@@ -28,8 +30,28 @@ _FIRST_PAUSE = 0.005
 _LONGEST_PAUSE = 0.1
 
 
+class PositionNotInLog(AllocationError):
+    """Raised when a position to wait for is past the log's newest event.
+
+    A command's answer names a committed position, so waiting could only help a
+    position that no answer gave.
+    """
+
+    def __init__(self, position: int, head: int) -> None:
+        self.position = position
+        self.head = head
+        super().__init__(
+            f"log position {position} is past the newest event ({head}): no command"
+            " answered with it"
+        )
+
+
 async def reached(bus: MessageBus, projection: Projection, position: int) -> bool:
-    """Whether ``projection``'s read model holds every event up to ``position``."""
+    """Whether ``projection``'s read model holds every event up to ``position``.
+
+    Raises:
+        PositionNotInLog: ``position`` is past the newest event.
+    """
     async with bus.uow_factory() as uow:
         store = uow.event_log
         await store.read_one_snapshot()
@@ -37,7 +59,7 @@ async def reached(bus: MessageBus, projection: Projection, position: int) -> boo
         # means every event up to it is committed and visible.
         head = await store.last_position()
         if head < position:
-            return False
+            raise PositionNotInLog(position, head)
         if projection.inline:
             return True
         checkpoint = await store.checkpoint(projection.name) or 0

@@ -49,22 +49,25 @@ def _refusal(error: AllocationError) -> Response | None:
 
 
 def _book_responses(status_code: int, description: str, schema: Any) -> dict[Any, Any]:
+    listed = problems.responses(
+        "invalid-idempotency-key",
+        "idempotency-key-in-use",
+        "idempotency-key-reused",
+        "unsupported-media-type",
+        "database-unavailable",
+    )
+    # The book's own refusals share 400 with a bad Idempotency-Key's problem.
+    refused = listed[400]
+    refused["description"] = (
+        f"Invalid sku, out of stock, or a body that is not valid; {refused['description']}"
+    )
+    refused["content"]["application/json"] = {"schema": _MESSAGE_SCHEMA}
     return {
         status_code: {
             "description": description,
             "content": {"application/json": {"schema": schema}},
         },
-        400: {
-            "description": "Invalid sku, out of stock, or a body that is not valid",
-            "content": {"application/json": {"schema": _MESSAGE_SCHEMA}},
-        },
-        **problems.responses(
-            "invalid-idempotency-key",
-            "idempotency-key-in-use",
-            "idempotency-key-reused",
-            "unsupported-media-type",
-            "database-unavailable",
-        ),
+        **listed,
     }
 
 

@@ -99,7 +99,12 @@ def request_body(
                 "required": False,
                 "description": "Repeats of this key get the first response, never a"
                 " second effect (IETF draft-ietf-httpapi-idempotency-key-header).",
-                "schema": {"type": "string", "minLength": 1, "maxLength": 257},
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 257,
+                    "pattern": running.KEY_PATTERN,
+                },
             }
         ],
     }

@@ -43,7 +43,19 @@ _KEEP_ALIVE_SECONDS = 15.0
         200: {
             "description": "One SSE message per event: `id` its log position,"
             " `event` its name, `data` the event as GET /events shows it.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string"},
+                            "event": {"type": "string"},
+                            "data": {"type": "string"},
+                            "retry": {"type": "integer"},
+                        },
+                    }
+                }
+            },
         },
         **problems.responses("invalid-request"),
     },

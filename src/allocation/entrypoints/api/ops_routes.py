@@ -87,7 +87,7 @@ async def problem_types() -> list[dict[str, Any]]:
 @router.get(
     "/problems/{slug}",
     summary="What a problem type means",
-    responses=problems.responses("not-found"),
+    responses=problems.responses("not-found", "invalid-request"),
 )
 async def problem_type(
     slug: Annotated[str, fastapi.Path(max_length=100)],

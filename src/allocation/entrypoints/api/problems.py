@@ -85,6 +85,13 @@ TYPES = _types(
         "The database refused the data",
         "A value does not fit what the database holds. Nothing was changed.",
     ),
+    ProblemType(
+        "unknown-position",
+        422,
+        "Unknown log position",
+        "min_position is past the newest event of the log: no command answered with"
+        " it (a Log-Position header names a committed one).",
+    ),
     ProblemType("unknown-batch", 404, "Unknown batch", "No batch has this reference."),
     ProblemType("user-not-found", 404, "User not found", "No user has this id."),
     ProblemType(

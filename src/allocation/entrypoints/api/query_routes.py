@@ -17,7 +17,7 @@ from starlette.requests import Request  # noqa: TC002 - FastAPI reads the annota
 from starlette.responses import Response
 
 from allocation import views
-from allocation.domain import events, messages
+from allocation.domain import events, messages, values
 from allocation.entrypoints.api import problems
 from allocation.service_layer import freshness, projections
 
@@ -30,6 +30,23 @@ router = fastapi.APIRouter()
 
 MAX_POSITION = 2**63 - 1
 MAX_PAGE = 1000
+
+OrderIdPath = Annotated[
+    str,
+    fastapi.Path(
+        min_length=1,
+        max_length=values.MAX_IDENTIFIER,
+        json_schema_extra={"pattern": values.IDENTIFIER_PATTERN},
+    ),
+]
+UserIdPath = Annotated[
+    str,
+    fastapi.Path(
+        min_length=1,
+        max_length=values.MAX_USER_ID,
+        json_schema_extra={"pattern": values.IDENTIFIER_PATTERN},
+    ),
+]
 
 MinPosition = Annotated[
     int | None,
@@ -115,8 +132,13 @@ async def fresh_enough(
         return None
     bus: MessageBus = request.app.state.bus
     wait = request.app.state.settings.read_wait
-    if await freshness.wait_until_reached(bus, projection, min_position, within=wait):
-        return None
+    try:
+        if await freshness.wait_until_reached(
+            bus, projection, min_position, within=wait
+        ):
+            return None
+    except freshness.PositionNotInLog as error:
+        return problems.response("unknown-position", str(error))
     return problems.response(
         "not-yet-projected",
         f"{projection.name} has not reached log position {min_position} within"
@@ -144,7 +166,7 @@ def json_response(document: Any, status_code: int = 200) -> Response:
     ),
 )
 async def allocations(
-    orderid: str, request: Request, min_position: MinPosition = None
+    orderid: OrderIdPath, request: Request, min_position: MinPosition = None
 ) -> Response:
     stale = await fresh_enough(request, projections.ALLOCATIONS_VIEW, min_position)
     if stale is not None:
@@ -162,11 +184,16 @@ async def allocations(
     response_model=UserOut,
     summary="A registered user",
     responses=problems.responses(
-        "user-not-found", "invalid-request", "not-yet-projected", "database-unavailable"
+        "user-not-found",
+        "invalid-request",
+        "invalid-identifier",
+        "unknown-position",
+        "not-yet-projected",
+        "database-unavailable",
     ),
 )
 async def user(
-    user_id: str, request: Request, min_position: MinPosition = None
+    user_id: UserIdPath, request: Request, min_position: MinPosition = None
 ) -> Response:
     stale = await fresh_enough(request, projections.USERS_VIEW, min_position)
     if stale is not None:

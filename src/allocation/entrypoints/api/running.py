@@ -37,6 +37,8 @@ POSITION_HEADER = "Log-Position"
 REPLAYED_HEADER = "Idempotent-Replayed"
 # The draft makes the key a structured-field string ("..."); a bare token is taken too.
 _KEY = re.compile(r'"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21-\x7e]{1,255})')
+# The same, as the JSON Schema pattern the OpenAPI document gives the header.
+KEY_PATTERN = r'^(?:"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,255}"|[\x21-\x7e]{1,255})$'
 _JSON_TYPES = ("application/json", "application/problem+json")
 
 

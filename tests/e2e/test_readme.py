@@ -10,9 +10,12 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.e2e.conftest import REPOSITORY, cli_in
+from tests.e2e.test_serve import start_server
 
 if TYPE_CHECKING:
     from pathlib import Path
+
+    from tests.e2e.conftest import Cli
 
 pytestmark = pytest.mark.e2e
 
@@ -86,3 +89,43 @@ def test_the_testing_snippet_is_a_test_file_pytest_runs(tmp_path: Path) -> None:
     # test without the marker would be skipped, which is no pass.
     summary = result.stdout.splitlines()[-1]
     assert re.fullmatch(r"=+ [12] passed in .* =+", summary), result.stdout
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# Headers whose values change from run to run; the README leaves them out.
+_UNSHOWN_HEADERS = ("date:", "content-length:")
+
+
+def _shown(text: str) -> list[str]:
+    lines = text.replace("\r\n", "\n").rstrip("\n").split("\n")
+    return [
+        _UUID.sub("<uuid>", line)
+        for line in lines
+        if not line.lower().startswith(_UNSHOWN_HEADERS)
+    ]
+
+
+def test_the_http_session_works_as_printed(migrated: Cli) -> None:
+    [session] = [text for language, text in _snippets("HTTP API") if not language]
+    steps: list[tuple[str, list[str]]] = []
+    for line in session.splitlines():
+        if line.startswith("$ "):
+            steps.append((line.removeprefix("$ "), []))
+        else:
+            steps[-1][1].append(line)
+    server = start_server(migrated)
+    try:
+        for command, printed in steps:
+            if not command.startswith("curl "):
+                continue  # starting the server: done above
+            result = subprocess.run(
+                ["bash", "-c", command.replace("localhost:8000", server.url)],
+                capture_output=True,
+                encoding="utf-8",
+                timeout=60,
+                check=False,
+            )
+            assert result.returncode == 0, (command, result)
+            assert _shown(result.stdout) == _shown("\n".join(printed)), command
+    finally:
+        assert server.stop() == 0, server.errors()

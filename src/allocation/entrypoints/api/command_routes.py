@@ -168,7 +168,8 @@ def render_allocation(found: Sequence[events.Event]) -> tuple[int, str]:
         if missing is not None
         else "no batch can take the order line"
     )
-    return 409, json.dumps(problems.body("out-of-stock", detail), ensure_ascii=False)
+    document = problems.body("out-of-stock", detail)
+    return 409, json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
 def _user_location(status_code: int, body: str) -> dict[str, str]:

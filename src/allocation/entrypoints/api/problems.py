@@ -272,7 +272,7 @@ def from_document(
     if slug in RETRY_AFTER:
         all_headers.setdefault("Retry-After", str(RETRY_AFTER[slug]))
     return Response(
-        json.dumps(document, ensure_ascii=False),
+        json.dumps(document, ensure_ascii=False, separators=(",", ":")),
         status_code=int(document["status"]),
         media_type=MEDIA_TYPE,
         headers=all_headers,

@@ -148,7 +148,7 @@ async def fresh_enough(
 
 def json_response(document: Any, status_code: int = 200) -> Response:
     return Response(
-        json.dumps(document, ensure_ascii=False),
+        json.dumps(document, ensure_ascii=False, separators=(",", ":")),
         status_code=status_code,
         media_type="application/json",
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -82,6 +83,11 @@ async def serve(args: argparse.Namespace) -> int:
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             server_header=False,
         )
+    )
+    where = f"http://{args.host}:{args.port}"
+    print(
+        f"allocation: serving {where} (OpenAPI at {where}/docs); Ctrl-C stops it",
+        file=sys.stderr,
     )
     try:
         await server.serve(sockets=[sock])

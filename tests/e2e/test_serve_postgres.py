@@ -1,0 +1,87 @@
+"""Two `allocation serve` processes on one PostgreSQL database, driven at once."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import TYPE_CHECKING
+
+import anyio
+import httpx
+import pytest
+from sqlalchemy import text
+
+from allocation.adapters import database, migrations
+from tests.conftest import service_missing
+from tests.e2e.test_serve import start_server
+from tests.e2e.test_workers_postgres import ADMIN_URL
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import Cli
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
+
+ORDERS = 40
+DATABASE = "allocation_serve_test"
+
+
+async def _migrated_database() -> str:
+    admin = database.create_engine(ADMIN_URL)
+    try:
+        async with admin.connect() as connection:
+            autocommit = await connection.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            await autocommit.execute(text(f"DROP DATABASE IF EXISTS {DATABASE}"))
+            await autocommit.execute(text(f"CREATE DATABASE {DATABASE}"))
+    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
+        service_missing(f"PostgreSQL at {ADMIN_URL} does not answer: {error}")
+    finally:
+        await admin.dispose()
+    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{DATABASE}"
+    engine = database.create_engine(url)
+    try:
+        await migrations.upgrade(engine)
+    finally:
+        await engine.dispose()
+    return url
+
+
+def test_two_servers_share_one_database_and_one_key_space(cli: Cli) -> None:
+    url = anyio.run(_migrated_database, backend="asyncio")
+    servers = [start_server(cli, DATABASE_URL=url) for _ in range(2)]
+    try:
+        with httpx.Client(timeout=30) as client:
+            added = client.post(
+                f"{servers[0].url}/batches",
+                json={"ref": "b1", "sku": "LAMP", "qty": ORDERS},
+            )
+            assert added.status_code == 201, added.text
+
+            def allocate(number: int) -> httpx.Response:
+                # Each order is sent twice with one key, once to each server.
+                server = servers[number % 2]
+                return client.post(
+                    f"{server.url}/allocations",
+                    json={"orderid": f"o{number // 2}", "sku": "LAMP", "qty": 1},
+                    headers={"Idempotency-Key": f"order-{number // 2}"},
+                )
+
+            with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
+                answers = list(pool.map(allocate, range(2 * ORDERS)))
+            log = client.get(
+                f"{servers[1].url}/events",
+                params={"name": "allocated", "limit": 1000},
+            ).json()["events"]
+            shown = client.get(
+                f"{servers[1].url}/allocations/o0",
+                params={"min_position": max(event["position"] for event in log)},
+            )
+    finally:
+        codes = [server.stop() for server in servers]
+
+    assert {answer.status_code for answer in answers} <= {201, 409}
+    assert sorted(event["payload"]["orderid"] for event in log) == sorted(
+        f"o{number}" for number in range(ORDERS)
+    )
+    assert shown.json() == [{"sku": "LAMP", "batchref": "b1"}]
+    assert codes == [0, 0], [server.errors() for server in servers]

@@ -269,3 +269,19 @@ async def test_the_books_paths_answer_as_the_book_does(
     assert unknown.json() == {"message": "Invalid sku NOPE"}
     assert shown.json() == [{"sku": "LAMP", "batchref": "b1"}]
     assert (await client.get("/allocations/o2")).status_code == 404
+
+
+async def test_not_ready_names_the_broker_that_does_not_answer(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    async with serving(database_url, broker_url="redis://127.0.0.1:1/0") as (
+        client,
+        _app,
+    ):
+        answer = await client.get("/ready")
+
+    document = _problem(answer, 503, "not-ready")
+    assert document["checks"]["database"] == "ok"
+    assert document["checks"]["broker"] != "ok"
+    assert "broker" in document["detail"]
+    assert answer.headers["Retry-After"] == "5"

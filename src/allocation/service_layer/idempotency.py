@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from allocation.service_layer.ports import NewEvent
 
 
+# The longest key the stores hold (their column's width): the app refuses a
+# longer one before claiming it.
+MAX_KEY_LENGTH = 255
+
+
 @dataclasses.dataclass(frozen=True)
 class StoredResponse:
     """What a completed request answered, kept for its repeats.

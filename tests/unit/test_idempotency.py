@@ -63,8 +63,15 @@ def test_the_path_cannot_run_into_the_body() -> None:
     )
 
 
+def test_a_json_string_counts_by_its_characters_however_escaped() -> None:
+    assert idempotency.fingerprint(
+        "POST", "/a", '{"name": "Zoë"}'.encode()
+    ) == idempotency.fingerprint("POST", "/a", b'{"name": "Zo\\u00eb"}')
+
+
 def test_a_fingerprint_is_a_sha256_in_hex_even_of_a_pathological_body() -> None:
-    for body in (b"", b"[" * 100_000, "é".encode("utf-16")):
+    bodies = (b"", b"[" * 100_000, "é".encode("utf-16"), b'"\\ud800"')
+    for body in bodies:
         value = idempotency.fingerprint("POST", "/a", body)
         assert len(value) == 64
         assert int(value, 16) >= 0

@@ -112,9 +112,9 @@ def _canonical(body: bytes) -> bytes:
         # Not JSON (UnicodeDecodeError is a ValueError too): as it is. Canonical
         # JSON is JSON, so no other body can come out as the same bytes.
         return body
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    # ASCII, escapes and all: a string JSON allows, a lone surrogate included,
+    # encodes whatever it holds.
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def utc_now() -> datetime.datetime:

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
     from allocation.service_layer.ports import NewEvent
 
 
+# The longest key the stores hold (their column's width): the app refuses a
+# longer one before claiming it.
+MAX_KEY_LENGTH = 255
+
+
 @dataclasses.dataclass(frozen=True)
 class StoredResponse:
     """What a completed request answered, kept for its repeats.
@@ -110,9 +115,9 @@ def _canonical(body: bytes) -> bytes:
         # Not JSON (UnicodeDecodeError is a ValueError too): as it is. Canonical
         # JSON is JSON, so no other body can come out as the same bytes.
         return body
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode()
+    # ASCII, escapes and all: a string JSON allows, a lone surrogate included,
+    # encodes whatever it holds.
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
 def utc_now() -> datetime.datetime:

@@ -13,6 +13,7 @@ import logging
 import re
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from starlette.responses import Response
 
 from allocation.domain.exceptions import AllocationError, InvalidMessage
@@ -180,7 +181,10 @@ async def _release(bus: MessageBus, key: str | None, token: str | None) -> None:
     if key is None or token is None:
         return
     try:
-        await idempotency.release(bus.uow_factory, key, token)
+        # Shielded: a client that went away must not leave its key held until
+        # the lease ends.
+        with anyio.CancelScope(shield=True):
+            await idempotency.release(bus.uow_factory, key, token)
     except AllocationError:
         # Its lease ends anyway; the request's own answer matters more.
         logger.warning("could not release Idempotency-Key %r", key, exc_info=True)

@@ -20,6 +20,7 @@ from allocation.service_layer import (
     catchup,
     consumer,
     handlers,
+    idempotency,
     messagebus,
     projections,
     unit_of_work,
@@ -48,6 +49,7 @@ async def bootstrap(
     catch_up: bool | None = None,
     relay: bool = False,
     read_only: bool = False,
+    purge_keys_every: float | None = None,
     **dependencies: Any,
 ) -> AsyncIterator[messagebus.MessageBus]:
     """Yield a ready MessageBus; leaving the block stops background work cleanly.
@@ -70,6 +72,8 @@ async def bootstrap(
             (what `allocation worker` does); off without a URL.
         read_only: for queries: open the configured database read-only (which
             works on a file this process may not write) and do not catch up.
+        purge_keys_every: delete expired HTTP idempotency keys this often, in
+            seconds, in the background (what the API server does); None: never.
         dependencies: further handler dependencies, by parameter name.
 
     Raises:
@@ -138,6 +142,10 @@ async def bootstrap(
                         bus,
                         settings.catch_up_interval,
                         settings.catch_up_batch,
+                    )
+                if purge_keys_every is not None and not read_only:
+                    task_group.start_soon(
+                        idempotency.keep_purging, uow_factory, purge_keys_every
                     )
                 if relay and settings.broker_url:
                     _start_broker_work(

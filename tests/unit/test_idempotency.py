@@ -185,3 +185,16 @@ async def test_the_response_holds_the_commands_events_not_its_handlers(
         for each in reallocated
         if isinstance(each.event, events.Allocated)
     ] == ["b1", "b2"]
+
+
+async def test_expired_keys_are_purged_in_the_background(bus: MessageBus) -> None:
+    claimed = await idempotency.claim(bus.uow_factory, "k1", "f", lease=0.01)
+    assert isinstance(claimed, idempotency.Claimed)
+    await anyio.sleep(0.02)
+
+    with anyio.move_on_after(0.5):
+        await idempotency.keep_purging(bus.uow_factory, 0.05)
+
+    async with bus.uow_factory() as uow:
+        # Nothing left to purge: the background loop took the expired key.
+        assert await uow.event_log.purge_requests(idempotency.utc_now()) == 0

@@ -15,8 +15,13 @@ import dataclasses
 import datetime
 import hashlib
 import json
+import logging
 import uuid
 from typing import TYPE_CHECKING, Literal
+
+import anyio
+
+from allocation.service_layer.backoff import Outage
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -29,6 +34,9 @@ if TYPE_CHECKING:
 # The longest key the stores hold (their column's width): the app refuses a
 # longer one before claiming it.
 MAX_KEY_LENGTH = 255
+
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,3 +185,21 @@ def completion(
         body=body,
         message_ids=tuple(event.message_id for event in appended),
     )
+
+
+async def keep_purging(uow_factory: UowFactory, interval: float) -> None:
+    """Purge expired keys every ``interval`` seconds until cancelled; an outage is
+    logged once each way and retried sooner."""
+    outage = Outage(logger, "purging idempotency keys", first=1.0, longest=interval)
+    wait = interval
+    while True:
+        await anyio.sleep(wait)
+        try:
+            purged = await purge_expired(uow_factory)
+        except Exception as error:  # noqa: BLE001 - a background loop's boundary: the outage logs it
+            wait = outage.failed(error)
+        else:
+            outage.succeeded()
+            wait = interval
+            if purged:
+                logger.info("purged %d expired idempotency keys", purged)

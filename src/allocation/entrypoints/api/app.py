@@ -39,6 +39,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# Expired Idempotency-Keys are answered as new ones at once; deleting their rows
+# is only upkeep.
+PURGE_KEYS_EVERY = 600.0
+
 _DESCRIPTION = """\
 Commands and queries of the allocation service. Command routes take an
 `Idempotency-Key` header (repeats get the first response, never a second effect) and
@@ -70,7 +74,12 @@ def create_app(
     async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
         engine = database.create_engine(settings.database_url, pool_size=1)
         try:
-            async with bootstrap(settings=settings, uow=uow, **dependencies) as bus:
+            async with bootstrap(
+                settings=settings,
+                uow=uow,
+                purge_keys_every=PURGE_KEYS_EVERY,
+                **dependencies,
+            ) as bus:
                 app.state.bus = bus
                 app.state.schema_engine = engine
                 yield

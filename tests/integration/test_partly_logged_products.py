@@ -163,6 +163,27 @@ async def test_history_prints_a_partly_logged_product_from_its_baseline(
     ]
 
 
+async def test_history_says_when_a_version_predates_the_log(
+    engine: AsyncEngine,
+    database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await _populate_revision_0004(engine)
+    await migrations.upgrade(engine)
+    capsys.readouterr()
+
+    status = await anyio.to_thread.run_sync(
+        _history(database_url, monkeypatch, "LAMP", "--at-version", "2")
+    )
+
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "allocation: error: product 'LAMP' starts the log at version 3, the state"
+        " its earlier events led to: version 2 predates the log\n"
+    )
+
+
 async def test_the_baseline_goes_with_a_downgrade_and_comes_back(
     engine: AsyncEngine, uow_factory: Callable[[], AbstractUnitOfWork]
 ) -> None:

@@ -1,4 +1,4 @@
-"""A product whose history predates the log starts its stream with its baseline.
+"""Baselines for products older than the log; read-model keys in code-point order.
 
 Revision ID: 0007
 Revises: 0006
@@ -24,8 +24,15 @@ versions, or events that do not undo onto the snapshot leave that product as it
 was (``verify`` names it). The allocations view gets the baseline's lines as its
 projection would write them, so it stays what a replay of the log gives.
 
-Downgrade deletes the baselines (0006 cannot read them); the snapshots they came
-from stay.
+On PostgreSQL the text keys of the read models (``allocations_view``'s orderid
+and sku, ``users_view``'s user_id) take the "C" collation: ``verify`` and a replay
+page through them in code-point order, which an index in the database's own
+collation cannot give, so each page was a sort of the whole table; now it is a
+range of the primary key. SQLite's default collation compares by code point
+already.
+
+Downgrade deletes the baselines (0006 cannot read them; the snapshots they came
+from stay) and gives the keys the database's collation back.
 """
 
 from __future__ import annotations
@@ -80,13 +87,39 @@ _snapshots = sa.table(
 _Batch = dict[str, Any]
 
 
+# The read models' text keys: (table, column, length).
+_KEYS = (
+    ("allocations_view", "orderid", 255),
+    ("allocations_view", "sku", 255),
+    ("users_view", "user_id", 36),
+)
+
+
 def upgrade() -> None:
     connection = op.get_bind()
     for sku, first in _streams_started_late(connection):
         _write_baseline(connection, sku, first)
+    if connection.dialect.name == "postgresql":
+        for table, column, length in _KEYS:
+            op.alter_column(
+                table,
+                column,
+                type_=sa.String(length, collation="C"),
+                existing_type=sa.String(length),
+                existing_nullable=False,
+            )
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for table, column, length in _KEYS:
+            op.alter_column(
+                table,
+                column,
+                type_=sa.String(length),
+                existing_type=sa.String(length, collation="C"),
+                existing_nullable=False,
+            )
     op.execute(_log.delete().where(_log.c.name == _BASELINE))
 
 

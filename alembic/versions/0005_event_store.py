@@ -14,7 +14,8 @@ Products whose rows predate the log (revision 0002 did not backfill them) get
 their history written now: one ``batch_created`` per batch at today's quantity and
 one ``allocated`` per allocated line. A product with only part of its history
 in the log (its first events predate it) keeps its stored state as a snapshot at
-its current version, so nothing is lost; ``allocation verify`` names it.
+its current version, so nothing is lost; revision 0007 gives its stream a baseline
+(``product_imported``) from that snapshot.
 
 Downgrade rebuilds the four tables from the log with the domain's own fold.
 """

@@ -46,6 +46,17 @@ EXAMPLES: list[messages.Message] = [
     events.Deallocated(orderid="o-1", sku="LAMP", qty=2, batchref="b-1"),
     events.BatchQuantityChanged(ref="b-1", sku="LAMP", qty=5),
     events.OutOfStock(sku="LAMP", orderid="o-1", qty=2),
+    events.ProductImported(
+        sku="LAMP",
+        batches=(
+            events.ImportedBatch(
+                ref="b-1",
+                purchased_quantity=10,
+                eta=ETA,
+                allocations=(events.ImportedLine(orderid="o-1", sku="LAMP", qty=2),),
+            ),
+        ),
+    ),
 ]
 
 

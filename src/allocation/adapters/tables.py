@@ -33,6 +33,15 @@ metadata = MetaData(
     }
 )
 
+
+def _key_text(length: int) -> String:
+    """Text that a read model is paged by, in code-point order: PostgreSQL
+    compares it by the "C" collation, whatever the database's own, so a page in
+    key order is a range of the primary key's index (SQLite's default collation,
+    BINARY, compares by code point already)."""
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
+
+
 # The unique values aggregates hold (an email, a batch reference) and their owner:
 # written with the event that makes the claim, in its transaction, so uniqueness
 # holds across aggregates, and the owner is found by the value.
@@ -119,7 +128,7 @@ dead_letters = Table(
 users_view = Table(
     "users_view",
     metadata,
-    Column("user_id", String(36), primary_key=True),
+    Column("user_id", _key_text(36), primary_key=True),
     Column("name", String(200), nullable=False),
     # Looked up by email: a user's page, and the article's "is this email taken".
     Column("email", String(254), nullable=False, index=True),
@@ -134,8 +143,8 @@ users_view = Table(
 allocations_view = Table(
     "allocations_view",
     metadata,
-    Column("orderid", String(255), primary_key=True),
-    Column("sku", String(255), primary_key=True),
+    Column("orderid", _key_text(255), primary_key=True),
+    Column("sku", _key_text(255), primary_key=True),
     Column("qty", Integer, primary_key=True, autoincrement=False),
     Column("batchref", String(255), nullable=False),
     Column("version", Integer, nullable=False, server_default="0"),

@@ -128,10 +128,14 @@ class Aggregate(abc.ABC):
         returned; it must hold no unsaved events. The result has no ``events`` and
         is at ``start``'s version plus one per event.
 
+        A baseline event (``BASELINE``: a state imported from before the log)
+        may start a stream at any version: it stands for the events before it.
+
         Raises:
             EventOutOfSequence: an event stamped with its ``aggregate_version`` (as
                 every logged event is) is not the next version.
-            EventNotApplicable: an event this aggregate cannot apply.
+            EventNotApplicable: an event this aggregate cannot apply, or a
+                baseline after the first event.
         """
         if start is None:
             aggregate = cls.blank(aggregate_id)
@@ -144,6 +148,13 @@ class Aggregate(abc.ABC):
         for event in events:
             expected = aggregate.version_number + 1
             stamped = event.aggregate_version
+            if event.BASELINE:
+                if aggregate.version_number:
+                    raise EventNotApplicable(
+                        cls.AGGREGATE_TYPE, event.TYPE, "a baseline starts its stream"
+                    )
+                # It stands for the events before it, which the log never held.
+                expected = stamped or expected
             if stamped is not None and stamped != expected:
                 raise EventOutOfSequence(
                     cls.AGGREGATE_TYPE, aggregate_id, expected=expected, found=stamped

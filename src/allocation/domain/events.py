@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 import pydantic
 
@@ -18,6 +18,11 @@ class Event(messages.Message):
             stamped when it is logged. An aggregate's events are totally ordered by
             it, which lets a read model ignore an event older than one it applied.
     """
+
+    # A baseline stands for every event of its aggregate before it, which the log
+    # never held: it is the first event of its stream and may bear any version
+    # (see Aggregate.replayed).
+    BASELINE: ClassVar[bool] = False
 
     aggregate_version: int | None = pydantic.Field(default=None, repr=False)
 
@@ -120,3 +125,50 @@ class OutOfStock(Event):
     sku: values.Sku
     orderid: values.OrderId
     qty: values.OrderQuantity
+
+
+class ImportedLine(pydantic.BaseModel):
+    """An order line a batch held when its product was imported."""
+
+    model_config = pydantic.ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    orderid: values.OrderId
+    sku: values.Sku
+    qty: values.OrderQuantity
+
+
+class ImportedBatch(pydantic.BaseModel):
+    """A batch of a product as it was imported, with the lines it held."""
+
+    model_config = pydantic.ConfigDict(strict=True, frozen=True, extra="forbid")
+
+    ref: values.BatchRef
+    purchased_quantity: values.Quantity
+    eta: datetime.date | None = None
+    allocations: tuple[ImportedLine, ...] = ()
+
+
+class ProductImported(Event):
+    """A product's state when the log began: the baseline of its stream.
+
+    The product's first events predate the log. The baseline stands for them, which the log never held, so it bears the version
+    of the last of them (the one before the stream's first logged event) and is
+    folded first whatever its position. Only a migration writes it (revision 0007,
+    from the product's stored state and its logged events); no command records it.
+    """
+
+    TYPE = "product_imported"
+    BASELINE = True
+    EXAMPLE = {
+        "sku": "SMALL-TABLE",
+        "batches": [
+            {
+                "ref": "batch-001",
+                "purchased_quantity": 20,
+                "eta": None,
+                "allocations": [{"orderid": "order-1", "sku": "SMALL-TABLE", "qty": 2}],
+            }
+        ],
+    }
+    sku: values.Sku
+    batches: tuple[ImportedBatch, ...]

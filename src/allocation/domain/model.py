@@ -248,6 +248,18 @@ class Product(Aggregate):
     def _apply_batch_quantity_changed(self, event: events.BatchQuantityChanged) -> None:
         self._batch_of(event, event.ref)._purchased_quantity = event.qty
 
+    @applies(events.ProductImported)
+    def _apply_product_imported(self, event: events.ProductImported) -> None:
+        for imported in event.batches:
+            batch = Batch(
+                imported.ref, self.sku, imported.purchased_quantity, imported.eta
+            )
+            batch._allocations.update(
+                OrderLine(line.orderid, line.sku, line.qty)
+                for line in imported.allocations
+            )
+            self.batches.append(batch)
+
     @applies(events.OutOfStock)
     def _apply_out_of_stock(self, event: events.OutOfStock) -> None:
         """Running out of stock changes nothing: the event is a message to the desk."""

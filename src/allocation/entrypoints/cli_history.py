@@ -37,6 +37,21 @@ class UnknownAggregate(AllocationError):
         super().__init__(f"the log holds no {kind} {shorten(aggregate_id)}")
 
 
+class VersionBeforeTheLog(AllocationError):
+    """Raised when ``allocation history --at-version`` asks for a version that
+    predates the log: the stream starts with a baseline standing for it."""
+
+    def __init__(self, kind: str, aggregate_id: str, version: int, first: int) -> None:
+        self.kind = kind
+        self.aggregate_id = aggregate_id
+        self.version = version
+        self.first = first
+        super().__init__(
+            f"{kind} {shorten(aggregate_id)} starts the log at version {first}, the"
+            f" state its earlier events led to: version {version} predates the log"
+        )
+
+
 def add_parsers(subcommands: argparse._SubParsersAction[Any]) -> None:
     """Add the ``history`` subcommand to the ``allocation`` parser."""
     history = subcommands.add_parser(
@@ -73,6 +88,15 @@ async def _history(args: argparse.Namespace) -> int:
         logged = await uow.event_log.read_stream(
             kind.AGGREGATE_TYPE, args.aggregate_id, up_to_version=args.at_version
         )
+        if not logged and args.at_version is not None:
+            later = await uow.event_log.read_stream(
+                kind.AGGREGATE_TYPE, args.aggregate_id, after_version=args.at_version
+            )
+            if later:
+                first = later[0].aggregate_version
+                raise VersionBeforeTheLog(
+                    args.kind, args.aggregate_id, args.at_version, first
+                )
     if not logged:
         raise UnknownAggregate(args.kind, args.aggregate_id, args.at_version)
     state: Aggregate = kind.blank(args.aggregate_id)

@@ -77,19 +77,25 @@ def _describe(kind: type[messages.Message]) -> str:
     lines = [f"{kind.TYPE}  ({role}, schema version {kind.SCHEMA_VERSION})"]
     summary = (kind.__doc__ or "").strip().splitlines()[0]
     lines.append(f"  {summary.replace('``', '')}")  # docstrings quote names in RST
+    definitions: dict[str, Any] = schema.get("$defs", {})
     for name, field in properties.items():
         presence = "required" if name in required else "optional"
-        lines.append(f"  {name:<{width}}  {_type_of(field)}, {presence}")
+        lines.append(f"  {name:<{width}}  {_type_of(field, definitions)}, {presence}")
     example = json.dumps(dict(kind.EXAMPLE), ensure_ascii=False)
     lines.append(f"  example: {example}")
     return "\n".join(lines)
 
 
-def _type_of(field: dict[str, Any]) -> str:
+def _type_of(field: dict[str, Any], definitions: dict[str, Any]) -> str:
     """A field's JSON Schema, said in a few words."""
     if "anyOf" in field:
-        return " or ".join(_type_of(option) for option in field["anyOf"])
+        return " or ".join(_type_of(option, definitions) for option in field["anyOf"])
+    if "$ref" in field:
+        shape = definitions.get(field["$ref"].rsplit("/", 1)[-1], {})
+        return f"object ({', '.join(shape.get('properties', {}))})"
     kind = field.get("type", "any")
+    if kind == "array" and "items" in field:
+        return f"list of {_type_of(field['items'], definitions)}"
     if kind == "null":
         return "null"
     if kind == "integer":

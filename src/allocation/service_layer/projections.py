@@ -131,23 +131,48 @@ async def _remove_allocation(
     )
 
 
+async def _add_imported_allocations(
+    event: events.ProductImported, uow: AbstractUnitOfWork
+) -> None:
+    await uow.allocations_view.write_many(_imported_lines(event))
+
+
+def _imported_lines(event: events.ProductImported) -> list[LineState]:
+    """The lines an import's batches held, as of the import's version: a line a
+    later event changed keeps that event's row, whichever arrives first."""
+    return [
+        LineState(
+            orderid=line.orderid,
+            sku=line.sku,
+            qty=line.qty,
+            batchref=batch.ref,
+            version=event.aggregate_version,
+            allocated=True,
+        )
+        for batch in event.batches
+        for line in batch.allocations
+    ]
+
+
 async def _apply_allocations(
     batch: Sequence[events.Event], uow: AbstractUnitOfWork
 ) -> None:
-    await uow.allocations_view.write_many(
-        [
-            LineState(
-                orderid=event.orderid,
-                sku=event.sku,
-                qty=event.qty,
-                batchref=event.batchref,
-                version=event.aggregate_version,
-                allocated=isinstance(event, events.Allocated),
+    lines: list[LineState] = []
+    for event in batch:
+        if isinstance(event, events.Allocated | events.Deallocated):
+            lines.append(
+                LineState(
+                    orderid=event.orderid,
+                    sku=event.sku,
+                    qty=event.qty,
+                    batchref=event.batchref,
+                    version=event.aggregate_version,
+                    allocated=isinstance(event, events.Allocated),
+                )
             )
-            for event in batch
-            if isinstance(event, events.Allocated | events.Deallocated)
-        ]
-    )
+        elif isinstance(event, events.ProductImported):
+            lines += _imported_lines(event)
+    await uow.allocations_view.write_many(lines)
 
 
 async def _clear_allocations(uow: AbstractUnitOfWork) -> None:
@@ -197,6 +222,7 @@ ALLOCATIONS_VIEW = Projection(
     appliers={
         events.Allocated: _add_allocation,
         events.Deallocated: _remove_allocation,
+        events.ProductImported: _add_imported_allocations,
     },
     clear=_clear_allocations,
     rows=_allocation_rows,

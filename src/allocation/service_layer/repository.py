@@ -178,6 +178,11 @@ class ProductRepository(Repository[model.Product]):
     def claims_of(cls, aggregate_id: str, event: events.Event) -> list[Claim]:
         if isinstance(event, events.BatchCreated):
             return [Claim(BATCH_REFERENCE, event.ref, aggregate_id)]
+        if isinstance(event, events.ProductImported):
+            return [
+                Claim(BATCH_REFERENCE, batch.ref, aggregate_id)
+                for batch in event.batches
+            ]
         return []
 
     @classmethod

@@ -73,11 +73,15 @@ class AbstractUnitOfWork(abc.ABC):
             inline_projections = projections.INLINE_PROJECTIONS
         self.inline_projections = tuple(inline_projections)
         self._live_views: dict[str, object] = {}
+        # Inside `async with`: the repositories of this entry exist. Kept as a
+        # state of its own, not read off which attributes happen to be set.
+        self._entered = False
 
     async def __aenter__(self) -> Self:
         await self._start()
         self.products = repository.ProductRepository(self.event_log)
         self.users = repository.UserRepository(self.event_log)
+        self._entered = True
         return self
 
     async def __aexit__(
@@ -91,6 +95,7 @@ class AbstractUnitOfWork(abc.ABC):
             try:
                 await self.rollback()
             finally:
+                self._entered = False
                 self.restore_live_views()
                 await self._close()
 
@@ -191,7 +196,8 @@ class AbstractUnitOfWork(abc.ABC):
 
     @property
     def _opened(self) -> bool:
-        return "products" in self.__dict__
+        """Whether this unit of work is inside its ``async with`` block."""
+        return self._entered
 
     def restore_live_views(self) -> None:
         """Point the read-model attributes back at the live tables."""

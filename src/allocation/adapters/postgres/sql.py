@@ -32,7 +32,7 @@ from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from allocation.adapters import tables
+from allocation.adapters import statements, tables
 from allocation.adapters.log_rows import LOG_COLUMNS
 from allocation.adapters.statements import compile_for
 
@@ -81,15 +81,12 @@ def strings(name: str) -> ClauseElement:
 
 
 _log = tables.event_log
-_READABLE_LOG = select(
-    *(
-        # The payload as the JSON text it was stored as, not parsed.
-        cast(_log.c.payload, Text).label("payload")
-        if name == "payload"
-        else _log.c[name]
-        for name in LOG_COLUMNS
-    )
-)
+_READABLE_COLUMNS = [
+    # The payload as the JSON text it was stored as, not parsed.
+    cast(_log.c.payload, Text).label("payload") if name == "payload" else _log.c[name]
+    for name in LOG_COLUMNS
+]
+_READABLE_LOG = select(*_READABLE_COLUMNS)
 
 # Appenders queue on the advisory lock until the holder commits, so positions are
 # handed out in commit order and a reader never sees a later one first. The lock is
@@ -130,23 +127,15 @@ LOCK_STREAM = compiled(
     "low",
 )
 READ_STREAM = compiled(
-    _READABLE_LOG.where(
-        _log.c.aggregate_type == bindparam("aggregate_type"),
-        _log.c.aggregate_id == bindparam("aggregate_id"),
-        _log.c.aggregate_version > bindparam("after_version"),
-        _log.c.aggregate_version <= bindparam("up_to_version"),
-    ).order_by(_log.c.aggregate_version),
+    statements.stream_after(_READABLE_COLUMNS)
+    .where(_log.c.aggregate_version <= bindparam("up_to_version"))
+    .order_by(_log.c.aggregate_version),
     "aggregate_type",
     "aggregate_id",
     "after_version",
     "up_to_version",
 )
-STREAM_IDS = compiled(
-    select(_log.c.aggregate_id)
-    .distinct()
-    .where(_log.c.aggregate_type == bindparam("aggregate_type")),
-    "aggregate_type",
-)
+STREAM_IDS = compiled(statements.STREAM_IDS, "aggregate_type")
 READ_LOG = compiled(
     _READABLE_LOG.where(_log.c.position > bindparam("after", type_=BigInteger))
     .order_by(_log.c.position)
@@ -165,43 +154,12 @@ READ_LOG_NAMED = compiled(
     "names",
     "limit",
 )
-GET_EVENT = compiled(
-    _READABLE_LOG.where(_log.c.message_id == bindparam("message_id")), "message_id"
-)
-LAST_POSITION = compiled(
-    select(func.coalesce(func.max(_log.c.position), literal_column("0")))
-)
+GET_EVENT = compiled(statements.get_event(_READABLE_COLUMNS), "message_id")
+LAST_POSITION = compiled(statements.LAST_POSITION)
 
-_snapshots = tables.snapshots
-LATEST_SNAPSHOT = compiled(
-    select(_snapshots.c.version, _snapshots.c.schema_version, _snapshots.c.state).where(
-        _snapshots.c.aggregate_type == bindparam("aggregate_type"),
-        _snapshots.c.aggregate_id == bindparam("aggregate_id"),
-    ),
-    "aggregate_type",
-    "aggregate_id",
-)
-_new_snapshot = upsert(_snapshots).values(
-    aggregate_type=bindparam("aggregate_type"),
-    aggregate_id=bindparam("aggregate_id"),
-    version=bindparam("version"),
-    schema_version=bindparam("schema_version"),
-    state=bindparam("state"),
-    taken_at=bindparam("taken_at"),
-)
-# Only a snapshot as new replaces the one kept: the same version in a new shape
-# does, an older one never.
+LATEST_SNAPSHOT = compiled(statements.LATEST_SNAPSHOT, "aggregate_type", "aggregate_id")
 SAVE_SNAPSHOT = compiled(
-    _new_snapshot.on_conflict_do_update(
-        index_elements=[_snapshots.c.aggregate_type, _snapshots.c.aggregate_id],
-        set_={
-            "version": _new_snapshot.excluded.version,
-            "schema_version": _new_snapshot.excluded.schema_version,
-            "state": _new_snapshot.excluded.state,
-            "taken_at": _new_snapshot.excluded.taken_at,
-        },
-        where=_snapshots.c.version <= _new_snapshot.excluded.version,
-    ),
+    statements.save_snapshot(upsert),
     "aggregate_type",
     "aggregate_id",
     "version",
@@ -242,18 +200,8 @@ CLAIM_OWNERS = compiled(
     "values",
 )
 UNCLAIM = compiled(delete(_claims).where(_matching_keys), "kinds", "values")
-CLAIM_OWNER = compiled(
-    select(_claims.c.owner).where(
-        _claims.c.kind == bindparam("kind"), _claims.c.value == bindparam("value")
-    ),
-    "kind",
-    "value",
-)
-ALL_CLAIMS = compiled(
-    select(_claims.c.kind, _claims.c.value, _claims.c.owner).order_by(
-        _claims.c.kind, _claims.c.value
-    )
-)
+CLAIM_OWNER = compiled(statements.CLAIM_OWNER, "kind", "value")
+ALL_CLAIMS = compiled(statements.ALL_CLAIMS)
 
 _processed = tables.processed_messages
 _new_processed = upsert(_processed).from_select(
@@ -276,62 +224,20 @@ PROCESSED_AMONG = compiled(
     "message_ids",
 )
 
-_checkpoints = tables.subscriber_checkpoints
-CHECKPOINT = compiled(
-    select(_checkpoints.c.position).where(
-        _checkpoints.c.subscriber == bindparam("subscriber")
-    ),
-    "subscriber",
-)
-_new_checkpoint = upsert(_checkpoints).values(
-    subscriber=bindparam("subscriber"), position=bindparam("position")
-)
-# Forward only: two workers finishing out of order never move it back.
-SET_CHECKPOINT = compiled(
-    _new_checkpoint.on_conflict_do_update(
-        index_elements=[_checkpoints.c.subscriber],
-        set_={"position": _new_checkpoint.excluded.position},
-        where=_checkpoints.c.position < _new_checkpoint.excluded.position,
-    ),
-    "subscriber",
-    "position",
-)
-FORGET = tuple(
-    compiled(
-        delete(table).where(table.c.subscriber == bindparam("subscriber")), "subscriber"
-    )
-    for table in (_processed, _checkpoints, tables.dead_letters)
-)
+CHECKPOINT = compiled(statements.CHECKPOINT, "subscriber")
+SET_CHECKPOINT = compiled(statements.set_checkpoint(upsert), "subscriber", "position")
+FORGET = tuple(compiled(forget, "subscriber") for forget in statements.FORGET)
 
 _letters = tables.dead_letters
-_new_letter = (
-    upsert(_letters)
-    .values(
-        subscriber=bindparam("subscriber"),
-        message_id=bindparam("message_id"),
-        error=bindparam("error"),
-        attempts=bindparam("attempts"),
-        last_tried=bindparam("last_tried"),
-    )
-    .inline()  # nothing to return
-)
-# A message that fails again refreshes its dead letter (same id).
 ADD_DEAD_LETTER = compiled(
-    _new_letter.on_conflict_do_update(
-        index_elements=[_letters.c.subscriber, _letters.c.message_id],
-        set_={
-            "error": _new_letter.excluded.error,
-            "attempts": _new_letter.excluded.attempts,
-            "last_tried": _new_letter.excluded.last_tried,
-        },
-    ),
+    statements.add_dead_letter(upsert),
     "subscriber",
     "message_id",
     "error",
     "attempts",
     "last_tried",
 )
-_all_letters = select(_letters).order_by(_letters.c.id)
+_all_letters = statements.LETTERS.order_by(_letters.c.id)
 DEAD_LETTERS = compiled(_all_letters.limit(bindparam("limit", type_=Integer)), "limit")
 DEAD_LETTERS_OF = compiled(
     _all_letters.where(_letters.c.subscriber == bindparam("subscriber")).limit(
@@ -340,10 +246,8 @@ DEAD_LETTERS_OF = compiled(
     "subscriber",
     "limit",
 )
-DEAD_LETTER = compiled(select(_letters).where(_letters.c.id == bindparam("id")), "id")
-REMOVE_DEAD_LETTER = compiled(
-    delete(_letters).where(_letters.c.id == bindparam("id")), "id"
-)
+DEAD_LETTER = compiled(statements.DEAD_LETTER, "id")
+REMOVE_DEAD_LETTER = compiled(statements.REMOVE_DEAD_LETTER, "id")
 DEAD_MESSAGE_IDS = compiled(
     select(_letters.c.message_id).where(
         _letters.c.subscriber == bindparam("subscriber"),

@@ -13,19 +13,16 @@ from typing import TYPE_CHECKING
 from sqlalchemy import (
     Boolean,
     Integer,
-    MetaData,
     String,
     bindparam,
     delete,
-    insert,
     or_,
     select,
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import insert as upsert
-from sqlalchemy.schema import CreateTable, DropTable
 
-from allocation.adapters import tables
+from allocation.adapters import statements, tables
 from allocation.adapters.postgres import sql
 from allocation.service_layer.ports import (
     AbstractAllocationsView,
@@ -53,28 +50,6 @@ class AllocationsSql:
     clear: str
     lines: str
     lines_after: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class UsersSql:
-    """The users view's statements on one table."""
-
-    upsert: str
-    by_id: str
-    by_email: str
-    clear: str
-    all_rows: str
-    page: str
-    page_after: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ShadowSql:
-    """A read model's shadow table: create it, fill the live one from it, drop it."""
-
-    create: str
-    swap: tuple[str, ...]
-    drop: str
 
 
 @functools.cache
@@ -124,12 +99,7 @@ def allocations_sql(table: Table) -> AllocationsSql:
             "allocated",
             "unguarded",
         ),
-        for_order=sql.compiled(
-            select(table.c.sku, table.c.batchref, table.c.qty).where(
-                table.c.orderid == bindparam("orderid"), table.c.allocated
-            ),
-            "orderid",
-        ),
+        for_order=sql.compiled(statements.allocated_lines_of_order(table), "orderid"),
         clear=sql.compiled(delete(table)),
         lines=sql.compiled(lines.limit(_limit()), "limit"),
         lines_after=sql.compiled(
@@ -150,13 +120,13 @@ def allocations_sql(table: Table) -> AllocationsSql:
 
 
 @functools.cache
-def users_sql(table: Table) -> UsersSql:
+def users_sql(table: Table) -> statements.UsersViewSql:
     new = upsert(table).values(
         user_id=bindparam("user_id"), name=bindparam("name"), email=bindparam("email")
     )
-    columns = select(table.c.user_id, table.c.name, table.c.email)
+    columns = statements.user_columns(table)
     user_id = _by_code_point(table.c.user_id)
-    return UsersSql(
+    return statements.UsersViewSql(
         upsert=sql.compiled(
             new.on_conflict_do_update(
                 index_elements=[table.c.user_id],
@@ -194,35 +164,17 @@ def _limit() -> BindParameter[int]:
     return bindparam("limit", type_=Integer)
 
 
-_SHADOWS = MetaData(naming_convention=tables.metadata.naming_convention)
+shadow_of = statements.shadow_of
 
 
 @functools.cache
-def shadow_of(table: Table) -> Table:
-    """The shadow of a read model's table: the same columns and primary key."""
-    shadow = table.to_metadata(_SHADOWS, name=f"{table.name}_shadow")
-    # Copied, the key keeps the live table's constraint name, which PostgreSQL
-    # would refuse: it names the key's index, unique in the schema.
-    shadow.primary_key.name = f"pk_{shadow.name}"
-    return shadow
-
-
-@functools.cache
-def shadow_sql(table: Table) -> ShadowSql:
-    shadow = shadow_of(table)
-    columns = [column.name for column in table.columns]
-    return ShadowSql(
-        create=sql.ddl(CreateTable(shadow, if_not_exists=True)),
-        swap=(
-            sql.compiled(delete(table)),
-            sql.compiled(
-                insert(table).from_select(
-                    columns, select(*(shadow.c[name] for name in columns))
-                )
-            ),
-            sql.ddl(DropTable(shadow)),
-        ),
-        drop=sql.ddl(DropTable(shadow, if_exists=True)),
+def shadow_sql(table: Table) -> statements.ShadowSql:
+    built = statements.shadow_statements(table)
+    clear, fill, drop = built.swap
+    return statements.ShadowSql(
+        create=sql.ddl(built.create),
+        swap=(sql.compiled(clear), sql.compiled(fill), sql.ddl(drop)),
+        drop=sql.ddl(built.drop),
     )
 
 

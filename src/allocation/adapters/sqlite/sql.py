@@ -14,7 +14,6 @@ import functools
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
-    MetaData,
     Text,
     bindparam,
     delete,
@@ -27,7 +26,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.dialects.sqlite import pysqlite
-from sqlalchemy.schema import CreateTable, DropTable
 
 from allocation.adapters import statements, tables
 from allocation.adapters.log_rows import LOG_COLUMNS
@@ -37,6 +35,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from sqlalchemy import Select, Table
+    from sqlalchemy.sql.ddl import ExecutableDDLElement
     from sqlalchemy.sql.expression import ClauseElement
 
 DIALECT = pysqlite.dialect()
@@ -81,11 +80,7 @@ APPEND = _sql(
     *_WRITTEN_LOG_COLUMNS,
     column_keys=_WRITTEN_LOG_COLUMNS,
 )
-_stream = select(*_LOG_COLUMNS).where(
-    _log.c.aggregate_type == bindparam("aggregate_type"),
-    _log.c.aggregate_id == bindparam("aggregate_id"),
-    _log.c.aggregate_version > bindparam("after_version"),
-)
+_stream = statements.stream_after(_LOG_COLUMNS)
 READ_STREAM = _sql(
     _stream.order_by(_log.c.aggregate_version),
     "aggregate_type",
@@ -101,12 +96,7 @@ READ_STREAM_UP_TO = _sql(
     "after_version",
     "up_to_version",
 )
-STREAM_IDS = _sql(
-    select(_log.c.aggregate_id)
-    .distinct()
-    .where(_log.c.aggregate_type == bindparam("aggregate_type")),
-    "aggregate_type",
-)
+STREAM_IDS = _sql(statements.STREAM_IDS, "aggregate_type")
 _after = select(*_LOG_COLUMNS).where(_log.c.position > bindparam("after"))
 READ_LOG = _sql(
     _after.order_by(_log.c.position)
@@ -126,34 +116,12 @@ READ_LOG_NAMED = _sql(
     "limit",
     "offset",
 )
-GET = _sql(
-    select(*_LOG_COLUMNS).where(_log.c.message_id == bindparam("message_id")),
-    "message_id",
-)
-LAST_POSITION = _sql(
-    select(func.coalesce(func.max(_log.c.position), literal_column("0")))
-)
+GET = _sql(statements.get_event(_LOG_COLUMNS), "message_id")
+LAST_POSITION = _sql(statements.LAST_POSITION)
 
-_snapshots = tables.snapshots
-LATEST_SNAPSHOT = _sql(
-    select(_snapshots.c.version, _snapshots.c.schema_version, _snapshots.c.state).where(
-        _snapshots.c.aggregate_type == bindparam("aggregate_type"),
-        _snapshots.c.aggregate_id == bindparam("aggregate_id"),
-    ),
-    "aggregate_type",
-    "aggregate_id",
-)
-_snapshot = upsert(_snapshots)
+LATEST_SNAPSHOT = _sql(statements.LATEST_SNAPSHOT, "aggregate_type", "aggregate_id")
 SAVE_SNAPSHOT = _sql(
-    _snapshot.on_conflict_do_update(
-        index_elements=["aggregate_type", "aggregate_id"],
-        set_={
-            name: _snapshot.excluded[name]
-            for name in ("version", "schema_version", "state", "taken_at")
-        },
-        # The newer one stays, whatever order two writers commit in.
-        where=_snapshots.c.version <= _snapshot.excluded.version,
-    ),
+    statements.save_snapshot(upsert),
     "aggregate_type",
     "aggregate_id",
     "version",
@@ -169,18 +137,8 @@ CLAIM = _sql(
     "value",
     "owner",
 )
-CLAIM_OWNER = _sql(
-    select(_claims.c.owner).where(
-        _claims.c.kind == bindparam("kind"), _claims.c.value == bindparam("value")
-    ),
-    "kind",
-    "value",
-)
-ALL_CLAIMS = _sql(
-    select(_claims.c.kind, _claims.c.value, _claims.c.owner).order_by(
-        _claims.c.kind, _claims.c.value
-    )
-)
+CLAIM_OWNER = _sql(statements.CLAIM_OWNER, "kind", "value")
+ALL_CLAIMS = _sql(statements.ALL_CLAIMS)
 
 _processed = tables.processed_messages
 MARK_PROCESSED = _sql(insert(_processed), "subscriber", "message_id")
@@ -196,63 +154,21 @@ PROCESSED_AMONG = _sql(
     "message_ids",
 )
 
-_checkpoints = tables.subscriber_checkpoints
-CHECKPOINT = _sql(
-    select(_checkpoints.c.position).where(
-        _checkpoints.c.subscriber == bindparam("subscriber")
-    ),
-    "subscriber",
-)
-_checkpoint = upsert(_checkpoints)
-SET_CHECKPOINT = _sql(
-    _checkpoint.on_conflict_do_update(
-        index_elements=["subscriber"],
-        set_={"position": _checkpoint.excluded.position},
-        # Forward only: two workers finishing out of order never move it back.
-        where=_checkpoints.c.position < _checkpoint.excluded.position,
-    ),
-    "subscriber",
-    "position",
-)
+CHECKPOINT = _sql(statements.CHECKPOINT, "subscriber")
+SET_CHECKPOINT = _sql(statements.set_checkpoint(upsert), "subscriber", "position")
 
 _letters = tables.dead_letters
-FORGET = tuple(
-    _sql(
-        delete(table).where(table.c.subscriber == bindparam("subscriber")), "subscriber"
-    )
-    for table in (_processed, _checkpoints, _letters)
-)
-_letter = upsert(_letters)
+FORGET = tuple(_sql(forget, "subscriber") for forget in statements.FORGET)
 ADD_DEAD_LETTER = _sql(
-    _letter.on_conflict_do_update(
-        index_elements=["subscriber", "message_id"],
-        set_={
-            name: _letter.excluded[name] for name in ("error", "attempts", "last_tried")
-        },
-    ),
-    "subscriber",
-    "message_id",
-    "error",
-    "attempts",
-    "last_tried",
-    column_keys=("subscriber", "message_id", "error", "attempts", "last_tried"),
-)
-_letter_columns = select(
-    _letters.c.id,
-    _letters.c.subscriber,
-    _letters.c.message_id,
-    _letters.c.error,
-    _letters.c.attempts,
-    _letters.c.last_tried,
-)
-DEAD_LETTER_COLUMNS = (
-    "id",
+    statements.add_dead_letter(upsert),
     "subscriber",
     "message_id",
     "error",
     "attempts",
     "last_tried",
 )
+_letter_columns = statements.LETTERS
+DEAD_LETTER_COLUMNS = statements.DEAD_LETTER_COLUMNS
 DEAD_LETTERS = _sql(
     _letter_columns.order_by(_letters.c.id)
     .limit(bindparam("limit"))
@@ -269,10 +185,8 @@ DEAD_LETTERS_OF = _sql(
     "limit",
     "offset",
 )
-DEAD_LETTER = _sql(_letter_columns.where(_letters.c.id == bindparam("id")), "id")
-REMOVE_DEAD_LETTER = _sql(
-    delete(_letters).where(_letters.c.id == bindparam("id")), "id"
-)
+DEAD_LETTER = _sql(statements.DEAD_LETTER, "id")
+REMOVE_DEAD_LETTER = _sql(statements.REMOVE_DEAD_LETTER, "id")
 DEAD_MESSAGE_IDS = _sql(
     select(_letters.c.message_id).where(
         _letters.c.subscriber == bindparam("subscriber"),
@@ -293,28 +207,6 @@ class AllocationsViewSql:
     clear: str
     lines: str
     lines_after: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class UsersViewSql:
-    """The statements of one users table (the live one or its shadow)."""
-
-    upsert: str
-    by_id: str
-    by_email: str
-    clear: str
-    all_rows: str
-    page: str
-    page_after: str
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class ShadowSql:
-    """Creating a shadow table, swapping its rows into the live one, dropping it."""
-
-    create: str
-    swap: tuple[str, ...]
-    drop: str
 
 
 _LINE = ("orderid", "sku", "qty", "batchref", "version", "allocated")
@@ -343,12 +235,7 @@ def allocations_view(table: Table) -> AllocationsViewSql:
         upsert=_sql(
             statement.on_conflict_do_update(index_elements=key, set_=changes), *_LINE
         ),
-        for_order=_sql(
-            select(table.c.sku, table.c.batchref, table.c.qty).where(
-                table.c.orderid == bindparam("orderid"), table.c.allocated
-            ),
-            "orderid",
-        ),
+        for_order=_sql(statements.allocated_lines_of_order(table), "orderid"),
         clear=_sql(delete(table)),
         # In key order, a page at a time: the key is the table's primary key, so
         # each page is a range of its index. SQLite's default (BINARY) collation
@@ -376,11 +263,11 @@ def _page(statement: Select[Any]) -> Select[Any]:
 
 
 @functools.cache
-def users_view(table: Table) -> UsersViewSql:
+def users_view(table: Table) -> statements.UsersViewSql:
     """The statements of the users read model kept in ``table``."""
     statement = upsert(table)
-    columns = select(table.c.user_id, table.c.name, table.c.email)
-    return UsersViewSql(
+    columns = statements.user_columns(table)
+    return statements.UsersViewSql(
         upsert=_sql(
             statement.on_conflict_do_update(
                 index_elements=["user_id"],
@@ -410,24 +297,20 @@ def users_view(table: Table) -> UsersViewSql:
     )
 
 
-@functools.cache
-def shadow_of(table: Table) -> Table:
-    """The shadow of a read-model table: the same columns and key, another name."""
-    metadata = MetaData(naming_convention=tables.metadata.naming_convention)
-    return table.to_metadata(metadata, name=f"{table.name}_shadow")
+shadow_of = statements.shadow_of
 
 
 @functools.cache
-def shadow(table: Table) -> ShadowSql:
+def shadow(table: Table) -> statements.ShadowSql:
     """The statements that create, swap in and drop the shadow of ``table``."""
-    copy = shadow_of(table)
-    names = [column.name for column in table.columns]
-    return ShadowSql(
-        create=str(CreateTable(copy, if_not_exists=True).compile(dialect=DIALECT)),
-        swap=(
-            _sql(delete(table)),
-            _sql(insert(table).from_select(names, select(*copy.columns))),
-            str(DropTable(copy).compile(dialect=DIALECT)),
-        ),
-        drop=str(DropTable(copy, if_exists=True).compile(dialect=DIALECT)),
+    built = statements.shadow_statements(table)
+    clear, fill, drop = built.swap
+    return statements.ShadowSql(
+        create=_ddl(built.create),
+        swap=(_sql(clear), _sql(fill), _ddl(drop)),
+        drop=_ddl(built.drop),
     )
+
+
+def _ddl(element: ExecutableDDLElement) -> str:
+    return str(element.compile(dialect=DIALECT))

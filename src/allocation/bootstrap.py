@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from allocation import config
-from allocation.adapters import database, engines, migrations
+from allocation.adapters import database, engines, migrations, tracing
 from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
 from allocation.adapters.console import StdoutConsole
 from allocation.adapters.notifications import ConsoleNotifications, SmtpNotifications
@@ -21,6 +21,7 @@ from allocation.service_layer import (
     consumer,
     handlers,
     messagebus,
+    observability,
     projections,
     unit_of_work,
 )
@@ -48,6 +49,7 @@ async def bootstrap(
     catch_up: bool | None = None,
     relay: bool = False,
     read_only: bool = False,
+    observer: observability.Observer | None = None,
     **dependencies: Any,
 ) -> AsyncIterator[messagebus.MessageBus]:
     """Yield a ready MessageBus; leaving the block stops background work cleanly.
@@ -70,6 +72,10 @@ async def bootstrap(
             (what `allocation worker` does); off without a URL.
         read_only: for queries: open the configured database read-only (which
             works on a file this process may not write) and do not catch up.
+        observer: hears what the bus does, for metrics and traces (see
+            ``adapters.metrics`` and ``adapters.tracing``). By default, traces
+            as ``settings.traces_exporter`` (OTEL_TRACES_EXPORTER) says, else
+            nothing is observed.
         dependencies: further handler dependencies, by parameter name.
 
     Raises:
@@ -80,6 +86,8 @@ async def bootstrap(
     """
     settings = settings or config.Settings.from_environment()
     console = console or StdoutConsole()
+    if observer is None:
+        observer = tracing.from_exporters(settings.traces_exporter)
     if notifications is None:
         notifications = (
             SmtpNotifications(settings.smtp)
@@ -118,6 +126,7 @@ async def bootstrap(
             ),
             projections=projections.PROJECTIONS,
             locks=locks,
+            observer=observer,
         )
         if read_only:
             catch_up = False  # catch-up writes what it delivers

@@ -54,6 +54,7 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_EXPORTER = re.compile(r"[a-z][a-z0-9_]*")
 _FLAG = "1/0, true/false, yes/no or on/off"
 # One label of a host name: letters (any script, for an IDN), digits, - and _ inside.
 _HOST_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)")
@@ -106,6 +107,8 @@ class Settings:
     # Every this many events of an aggregate, its state is saved as a snapshot
     # (0: never); the unit of work's default is the documented one.
     snapshot_every: int = 100
+    # OpenTelemetry's exporter names, lower case, comma separated ("none": off).
+    traces_exporter: str = "none"
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -147,6 +150,7 @@ class Settings:
             consumer_group=env.name("ALLOCATION_CONSUMER_GROUP", "allocation"),
             claim_idle_ms=env.whole("ALLOCATION_CLAIM_IDLE_MS", 30_000, 1),
             snapshot_every=env.whole("ALLOCATION_SNAPSHOT_EVERY", 100, 0),
+            traces_exporter=env.exporters("OTEL_TRACES_EXPORTER"),
         )
 
 
@@ -294,6 +298,22 @@ class _Environment:
         if values.clean_text(raw) is None or raw != raw.strip():
             raise ConfigurationError(variable, raw, expected)
         return raw
+
+    def exporters(self, variable: str) -> str:
+        """OpenTelemetry exporter names (``console``, ``otlp,console``); unset or
+        empty: ``none``, as tracing is off by default."""
+        raw = self.optional(variable, strip=True)
+        if raw is None:
+            return "none"
+        names = [name.strip().lower() for name in raw.split(",")]
+        if not all(_EXPORTER.fullmatch(name) for name in names):
+            raise ConfigurationError(
+                variable,
+                raw,
+                "exporter names, comma separated: console, none, or the one the "
+                "installed tracer provider exports with (otlp, ...)",
+            )
+        return ",".join(names)
 
     def email(self, variable: str, default: str) -> str:
         expected = "an email address, name@domain.tld"

@@ -221,6 +221,7 @@ class FakeEventStore(Bound, AbstractEventStore):
                     aggregate_version=new.aggregate_version,
                     occurred_at=now,
                     schema_version=new.event.SCHEMA_VERSION,
+                    trace_context=new.trace_context,
                 )
                 changes.events.append(logged)
                 stream = changes.streams.setdefault(

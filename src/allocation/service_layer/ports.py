@@ -27,6 +27,8 @@ class NewEvent:
     aggregate_type: str
     aggregate_id: str
     aggregate_version: int
+    # The W3C traceparent of the work that recorded it, while traces are recorded.
+    trace_context: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -43,6 +45,9 @@ class LoggedEvent:
     # the relay publishes both as they are.
     payload_json: str | None = None
     schema_version: int = 1
+    # The trace it was written under (a W3C traceparent): whoever handles or
+    # publishes it later continues that trace.
+    trace_context: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

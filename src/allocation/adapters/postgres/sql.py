@@ -102,17 +102,18 @@ WITH ordered AS (SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})),
      announced AS (SELECT pg_notify('{LOG_CHANNEL}', ''))
 INSERT INTO event_log (message_id, aggregate_type, aggregate_id, aggregate_version,
                        name, payload, schema_version, occurred_at, correlation_id,
-                       causation_id)
+                       causation_id, trace_context)
 SELECT new.message_id, new.aggregate_type, new.aggregate_id, new.aggregate_version,
        new.name, new.payload, new.schema_version, new.occurred_at,
-       new.correlation_id, new.causation_id
+       new.correlation_id, new.causation_id, new.trace_context
 FROM ordered, announced,
      unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::varchar[],
             $6::json[], $7::smallint[], $8::timestamptz[], $9::varchar[],
-            $10::varchar[])
+            $10::varchar[], $11::varchar[])
        WITH ORDINALITY AS new(message_id, aggregate_type, aggregate_id,
                               aggregate_version, name, payload, schema_version,
-                              occurred_at, correlation_id, causation_id, n)
+                              occurred_at, correlation_id, causation_id,
+                              trace_context, n)
 ORDER BY new.n
 """
 # A replay's last step holds back every append until it commits.

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
     from allocation.domain import events
 
+# Events read at a time by the default count_unhandled.
+_PAGE = 500
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewEvent:
@@ -241,6 +244,34 @@ class AbstractEventStore(abc.ABC):
         self, subscriber: str, message_ids: Collection[str]
     ) -> set[str]:
         """Which of ``message_ids`` are dead letters of the subscriber."""
+
+    # ---- figures for status and metrics
+
+    @abc.abstractmethod
+    async def all_checkpoints(self) -> dict[str, int]:
+        """Every subscriber's checkpoint (the relay's per destination included)."""
+
+    async def count_unhandled(
+        self, subscriber: str, *, after: int, names: Collection[str] | None = None
+    ) -> int:
+        """How many events past position ``after`` (of ``names`` only, if given)
+        the subscriber has neither recorded as handled nor given up on.
+
+        This default reads the events a page at a time; an engine answers in one
+        query.
+        """
+        count = 0
+        while page := await self.read(after=after, names=names, limit=_PAGE):
+            ids = [logged.event.message_id for logged in page]
+            done = await self.processed_among(subscriber, ids)
+            done |= await self.dead_message_ids(subscriber, ids)
+            count += len(ids) - len(done)
+            after = page[-1].position
+        return count
+
+    @abc.abstractmethod
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """How many dead letters each subscriber that has any holds."""
 
 
 # ---- read models

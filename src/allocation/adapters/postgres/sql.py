@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    exists,
     func,
     literal_column,
     select,
@@ -352,4 +353,40 @@ DEAD_MESSAGE_IDS = compiled(
     ),
     "subscriber",
     "message_ids",
+)
+
+# ---- figures for status and metrics
+CHECKPOINTS = compiled(
+    select(_checkpoints.c.subscriber, _checkpoints.c.position).order_by(
+        _checkpoints.c.subscriber
+    )
+)
+DEAD_LETTER_COUNTS = compiled(
+    select(_letters.c.subscriber, func.count())
+    .group_by(_letters.c.subscriber)
+    .order_by(_letters.c.subscriber)
+)
+# Each event past the checkpoint is looked up in the two indexes of the
+# subscriber's tracking, so the cost follows the lag, not the log.
+_unhandled = (
+    select(func.count())
+    .select_from(_log)
+    .where(
+        _log.c.position > bindparam("after", type_=BigInteger),
+        ~exists().where(
+            _processed.c.subscriber == bindparam("subscriber"),
+            _processed.c.message_id == _log.c.message_id,
+        ),
+        ~exists().where(
+            _letters.c.subscriber == bindparam("subscriber"),
+            _letters.c.message_id == _log.c.message_id,
+        ),
+    )
+)
+COUNT_UNHANDLED = compiled(_unhandled, "after", "subscriber")
+COUNT_UNHANDLED_NAMED = compiled(
+    _unhandled.where(_log.c.name == func.any(strings("names"))),
+    "after",
+    "subscriber",
+    "names",
 )

@@ -493,6 +493,14 @@ class FakeEventStore(Bound, AbstractEventStore):
             changes.letters[dead_letter_id] = None
             changes.letter_ids.pop((letter.subscriber, letter.message_id), None)
 
+    async def count_unhandled(
+        self, subscriber: str, *, after: int, names: Collection[str] | None = None
+    ) -> int:
+        pending = await self.read(after=after, names=names, limit=sys.maxsize)
+        ids = [logged.event.message_id for logged in pending]
+        done = await self.processed_among(subscriber, ids)
+        return len(ids) - len(done | await self.dead_message_ids(subscriber, ids))
+
     async def dead_letter_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for letter in await self.dead_letters(limit=sys.maxsize):

@@ -94,7 +94,7 @@ class MessageBus:
         self.uow_factory = uow_factory
         # Fixed for the bus's life: with the silent one, handler calls go
         # unobserved, without even a clock read.
-        self.observer = observer or observability.Observer()
+        self.observer = observability.Observer() if observer is None else observer
         self._observed = (
             None if observability.is_silent(self.observer) else self.observer
         )

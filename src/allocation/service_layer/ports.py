@@ -18,9 +18,6 @@ if TYPE_CHECKING:
 
     from allocation.domain import events
 
-# Events read at a time by the default count_unhandled.
-_PAGE = 500
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewEvent:
@@ -251,23 +248,12 @@ class AbstractEventStore(abc.ABC):
     async def all_checkpoints(self) -> dict[str, int]:
         """Every subscriber's checkpoint (the relay's per destination included)."""
 
+    @abc.abstractmethod
     async def count_unhandled(
         self, subscriber: str, *, after: int, names: Collection[str] | None = None
     ) -> int:
         """How many events past position ``after`` (of ``names`` only, if given)
-        the subscriber has neither recorded as handled nor given up on.
-
-        This default reads the events a page at a time; an engine answers in one
-        query.
-        """
-        count = 0
-        while page := await self.read(after=after, names=names, limit=_PAGE):
-            ids = [logged.event.message_id for logged in page]
-            done = await self.processed_among(subscriber, ids)
-            done |= await self.dead_message_ids(subscriber, ids)
-            count += len(ids) - len(done)
-            after = page[-1].position
-        return count
+        the subscriber has neither recorded as handled nor given up on."""
 
     @abc.abstractmethod
     async def dead_letter_counts(self) -> dict[str, int]:

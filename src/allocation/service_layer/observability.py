@@ -68,7 +68,10 @@ class Observer:
         return _NOTHING
 
     def trace_context(self) -> str | None:
-        """The current trace as a W3C ``traceparent``, if a trace is recorded."""
+        """The current trace as a W3C ``traceparent``, if a trace is recorded.
+
+        The unit of work stores it with each event it logs (up to 512 characters).
+        """
         return None
 
     def continued(self, trace_context: str | None) -> AbstractContextManager[None]:

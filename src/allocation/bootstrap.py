@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from allocation import config
-from allocation.adapters import database, engines, migrations
+from allocation.adapters import database, engines, migrations, tracing
 from allocation.adapters.broker import RedisCommandStream, RedisStreamsPublisher
 from allocation.adapters.console import StdoutConsole
 from allocation.adapters.notifications import ConsoleNotifications, SmtpNotifications
@@ -22,6 +22,7 @@ from allocation.service_layer import (
     handlers,
     idempotency,
     messagebus,
+    observability,
     projections,
     unit_of_work,
 )
@@ -50,6 +51,7 @@ async def bootstrap(
     relay: bool = False,
     read_only: bool = False,
     purge_keys_every: float | None = None,
+    observer: observability.Observer | None = None,
     **dependencies: Any,
 ) -> AsyncIterator[messagebus.MessageBus]:
     """Yield a ready MessageBus; leaving the block stops background work cleanly.
@@ -74,6 +76,10 @@ async def bootstrap(
             works on a file this process may not write) and do not catch up.
         purge_keys_every: delete expired HTTP idempotency keys this often, in
             seconds, in the background (what the API server does); None: never.
+        observer: hears what the bus does, for metrics and traces (see
+            ``adapters.metrics`` and ``adapters.tracing``). By default, traces
+            as ``settings.traces_exporter`` (OTEL_TRACES_EXPORTER) says, else
+            nothing is observed.
         dependencies: further handler dependencies, by parameter name.
 
     Raises:
@@ -84,6 +90,8 @@ async def bootstrap(
     """
     settings = settings or config.Settings.from_environment()
     console = console or StdoutConsole()
+    if observer is None:
+        observer = tracing.from_exporters(settings.traces_exporter)
     if notifications is None:
         notifications = (
             SmtpNotifications(settings.smtp)
@@ -122,6 +130,7 @@ async def bootstrap(
             ),
             projections=projections.PROJECTIONS,
             locks=locks,
+            observer=observer,
         )
         if read_only:
             catch_up = False  # catch-up writes what it delivers

@@ -54,6 +54,7 @@ FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 _WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 _DECIMAL = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_EXPORTER = re.compile(r"[a-z][a-z0-9_]*")
 _FLAG = "1/0, true/false, yes/no or on/off"
 # One label of a host name: letters (any script, for an IDN), digits, - and _ inside.
 _HOST_LABEL = re.compile(r"(?!-)[\w-]{1,63}(?<!-)")
@@ -112,6 +113,8 @@ class Settings:
     # and seconds a request holds its key before another may take it over.
     idempotency_ttl: float = 86_400.0
     idempotency_lease: float = 60.0
+    # OpenTelemetry's exporter names, lower case, comma separated ("none": off).
+    traces_exporter: str = "none"
 
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -156,6 +159,7 @@ class Settings:
             read_wait=env.seconds("ALLOCATION_READ_WAIT", 5.0, 0),
             idempotency_ttl=env.seconds("ALLOCATION_IDEMPOTENCY_TTL", 86_400.0, 1),
             idempotency_lease=env.seconds("ALLOCATION_IDEMPOTENCY_LEASE", 60.0, 1),
+            traces_exporter=env.exporters("OTEL_TRACES_EXPORTER"),
         )
 
 
@@ -303,6 +307,22 @@ class _Environment:
         if values.clean_text(raw) is None or raw != raw.strip():
             raise ConfigurationError(variable, raw, expected)
         return raw
+
+    def exporters(self, variable: str) -> str:
+        """OpenTelemetry exporter names (``console``, ``otlp,console``); unset or
+        empty: ``none``, as tracing is off by default."""
+        raw = self.optional(variable, strip=True)
+        if raw is None:
+            return "none"
+        names = [name.strip().lower() for name in raw.split(",")]
+        if not all(_EXPORTER.fullmatch(name) for name in names):
+            raise ConfigurationError(
+                variable,
+                raw,
+                "exporter names, comma separated: console, none, or the one the "
+                "installed tracer provider exports with (otlp, ...)",
+            )
+        return ",".join(names)
 
     def email(self, variable: str, default: str) -> str:
         expected = "an email address, name@domain.tld"

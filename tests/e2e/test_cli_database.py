@@ -15,6 +15,7 @@ import pytest
 from allocation.adapters import migrations
 from tests.conftest import service_missing
 from tests.e2e.conftest import Cli, error_line, snapshot
+from tests.e2e.test_status_and_traces import SEEDED_STATUS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -29,6 +30,7 @@ READING = [
         ["verify"], ["verify: the event log and the stored state agree"], id="verify"
     ),
     pytest.param(["dead-letters", "list"], [], id="dead-letters-list"),
+    pytest.param(["status"], SEEDED_STATUS, id="status"),
     pytest.param(
         ["db", "current"],
         [f"database at revision {migrations.head_revision()}"],

@@ -129,3 +129,31 @@ def test_the_http_session_works_as_printed(migrated: Cli) -> None:
             assert _shown(result.stdout) == _shown("\n".join(printed)), command
     finally:
         assert server.stop() == 0, server.errors()
+
+
+def test_the_metrics_snippet_prints_the_lines_shown(tmp_path: Path) -> None:
+    snippets = [text for _, text in _snippets("Metrics and traces")]
+    [script] = [text for text in snippets if "anyio.run" in text]
+    [shown] = [text for text in snippets if text.startswith("text/plain")]
+    (tmp_path / "app.py").write_text(script, "utf-8")
+    cli = cli_in(tmp_path)
+    cli.ok("db", "upgrade")
+
+    result = subprocess.run(
+        [sys.executable, "app.py"],
+        cwd=tmp_path,
+        env=cli.env,
+        capture_output=True,
+        encoding="utf-8",
+        timeout=60,
+        check=False,
+    )
+
+    assert (result.returncode, result.stderr) == (0, ""), result
+    printed = result.stdout.splitlines()
+    for line in shown.splitlines():
+        if "_seconds_sum" in line:  # a time: it differs on every run
+            line = line.rsplit(" ", 1)[0]
+            assert any(each.startswith(f"{line} ") for each in printed), line
+        else:
+            assert line in printed

@@ -79,7 +79,9 @@ def test_two_servers_share_one_database_and_one_key_space(cli: Cli) -> None:
     finally:
         codes = [server.stop() for server in servers]
 
-    assert {answer.status_code for answer in answers} <= {201, 409}
+    assert {answer.status_code for answer in answers} <= {201, 409}, [
+        answer.text for answer in answers if answer.status_code not in {201, 409}
+    ]
     assert sorted(event["payload"]["orderid"] for event in log) == sorted(
         f"o{number}" for number in range(ORDERS)
     )

@@ -7,7 +7,15 @@ import sys
 
 import pytest
 
-HEAVY = ("sqlalchemy", "asyncpg", "aiosqlite", "redis", "aiosmtplib")
+HEAVY = (
+    "sqlalchemy",
+    "asyncpg",
+    "aiosqlite",
+    "redis",
+    "aiosmtplib",
+    "prometheus_client",
+    "opentelemetry",
+)
 CORE = (
     "allocation.domain.model",
     "allocation.domain.users",
@@ -24,6 +32,8 @@ CORE = (
     "allocation.service_layer.consumer",
     "allocation.service_layer.tracking",
     "allocation.service_layer.verify",
+    "allocation.service_layer.observability",
+    "allocation.service_layer.status",
     "allocation.views",
     "allocation.testing",
 )

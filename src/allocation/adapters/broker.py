@@ -33,9 +33,10 @@ if TYPE_CHECKING:
 
 
 def entry_fields(logged: LoggedEvent) -> dict[str, str]:
-    """The fields of one stream entry: flat strings, the payload as JSON."""
+    """The fields of one stream entry: flat strings, the payload as JSON, and the
+    W3C ``traceparent`` of the trace it was written in, if it was traced."""
     event = logged.event
-    return {
+    fields = {
         "message_id": event.message_id,
         "name": event.TYPE,
         "position": str(logged.position),
@@ -57,6 +58,9 @@ def entry_fields(logged: LoggedEvent) -> dict[str, str]:
             else event.SCHEMA_VERSION
         ),
     }
+    if logged.trace_context:
+        fields["traceparent"] = logged.trace_context
+    return fields
 
 
 @contextlib.asynccontextmanager

@@ -28,6 +28,7 @@ LOG_COLUMNS = (
     "occurred_at",
     "correlation_id",
     "causation_id",
+    "trace_context",
 )
 
 
@@ -77,6 +78,7 @@ def log_row(new: NewEvent, now: datetime.datetime) -> dict[str, Any]:
         "occurred_at": now,
         "correlation_id": new.event.correlation_id,
         "causation_id": new.event.causation_id,
+        "trace_context": new.trace_context,
     }
 
 
@@ -110,6 +112,8 @@ def logged_event(record: Mapping[str, Any]) -> LoggedEvent:
         occurred_at=aware(record["occurred_at"]),
         payload_json=payload_json,
         schema_version=record["schema_version"],
+        # Migrations read rows of schemas older than the column.
+        trace_context=record.get("trace_context"),
     )
 
 

@@ -294,3 +294,14 @@ def shadow_statements(table: Table) -> ShadowStatements:
         ),
         drop=DropTable(shadow, if_exists=True),
     )
+
+
+# ---- figures for status and metrics, alike on both engines
+ALL_CHECKPOINTS = select(_checkpoints.c.subscriber, _checkpoints.c.position).order_by(
+    _checkpoints.c.subscriber
+)
+DEAD_LETTER_COUNTS = (
+    select(_letters.c.subscriber, func.count())
+    .group_by(_letters.c.subscriber)
+    .order_by(_letters.c.subscriber)
+)

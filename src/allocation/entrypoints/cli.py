@@ -23,6 +23,7 @@ from allocation.entrypoints import (
     cli_history,
     cli_log,
     cli_messages,
+    cli_status,
     console_logging,
 )
 from allocation.service_layer import services
@@ -170,6 +171,7 @@ def _build_parser() -> argparse.ArgumentParser:
     cli_history.add_parsers(commands)
     cli_messages.add_parsers(commands)
     cli_broker.add_parsers(commands)
+    cli_status.add_parsers(commands)
 
     completion = commands.add_parser(
         "completion",
@@ -315,6 +317,7 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace], Awaitable[int]]] = {
     **cli_history.ACTIONS,
     **cli_messages.ACTIONS,
     **cli_broker.ACTIONS,
+    **cli_status.ACTIONS,
 }
 
 

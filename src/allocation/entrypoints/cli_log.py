@@ -159,6 +159,8 @@ def _as_json(logged: LoggedEvent) -> str:
             "causation_id": event.causation_id,
             # The payload above is in the current shape, older rows upcast.
             "schema_version": event.SCHEMA_VERSION,
+            # The W3C traceparent it was written under, when traces were on.
+            "trace_context": logged.trace_context,
         },
         ensure_ascii=False,
     )

@@ -13,6 +13,7 @@ import bisect
 import dataclasses
 import datetime
 import itertools
+import sys
 from typing import TYPE_CHECKING
 
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
@@ -223,6 +224,7 @@ class FakeEventStore(FakeIdempotencyKeys, Bound, AbstractEventStore):
                     aggregate_version=new.aggregate_version,
                     occurred_at=now,
                     schema_version=new.event.SCHEMA_VERSION,
+                    trace_context=new.trace_context,
                 )
                 changes.events.append(logged)
                 stream = changes.streams.setdefault(
@@ -404,6 +406,16 @@ class FakeEventStore(FakeIdempotencyKeys, Bound, AbstractEventStore):
                 return None
         return self._data.checkpoints.get(subscriber)
 
+    async def all_checkpoints(self) -> dict[str, int]:
+        names = set(self._data.checkpoints)
+        changes = self._staged()
+        if changes is not None:
+            names.update(changes.checkpoints)
+        found = {name: await self.checkpoint(name) for name in sorted(names)}
+        return {
+            name: position for name, position in found.items() if position is not None
+        }
+
     async def set_checkpoint(self, subscriber: str, position: int) -> None:
         with self._writing() as transaction:
             current = await self.checkpoint(subscriber)
@@ -490,6 +502,20 @@ class FakeEventStore(FakeIdempotencyKeys, Bound, AbstractEventStore):
                 return
             changes.letters[dead_letter_id] = None
             changes.letter_ids.pop((letter.subscriber, letter.message_id), None)
+
+    async def count_unhandled(
+        self, subscriber: str, *, after: int, names: Collection[str] | None = None
+    ) -> int:
+        pending = await self.read(after=after, names=names, limit=sys.maxsize)
+        ids = [logged.event.message_id for logged in pending]
+        done = await self.processed_among(subscriber, ids)
+        return len(ids) - len(done | await self.dead_message_ids(subscriber, ids))
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for letter in await self.dead_letters(limit=sys.maxsize):
+            counts[letter.subscriber] = counts.get(letter.subscriber, 0) + 1
+        return counts
 
     async def dead_message_ids(
         self, subscriber: str, message_ids: Collection[str]

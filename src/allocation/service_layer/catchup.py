@@ -91,7 +91,9 @@ async def keep_catching_up(
 async def retry_dead_letter(bus: MessageBus, dead_letter_id: int) -> DeadLetter | None:
     """Deliver a dead letter's message again; None once handled, else the new letter."""
     letter, logged = await _dead_letter_and_event(bus, dead_letter_id)
-    if not await bus.deliver(letter.subscriber, logged.event):
+    with bus.observer.continued(logged.trace_context):
+        handled = await bus.deliver(letter.subscriber, logged.event)
+    if not handled:
         async with bus.uow_factory() as uow:
             return await uow.event_log.dead_letter(dead_letter_id)
     await bus.flush_completions()
@@ -177,7 +179,8 @@ async def _catch_up_handler(
     while True:
         todo, reached, more = await _pending(bus, name, names, checkpoint, batch_size)
         for logged in todo:
-            await bus.deliver(name, logged.event)  # handled, or dead-lettered
+            with bus.observer.continued(logged.trace_context):
+                await bus.deliver(name, logged.event)  # handled, or dead-lettered
             delivered += 1
         await bus.flush_completions()
         if reached != checkpoint:

@@ -162,7 +162,9 @@ async def _settle(
         await stream.ack(entry.entry_id)
         return "duplicate"
     try:
-        await bus.handle(parsed, inbox=INBOX)
+        # The trace of the service that sent it (a ``traceparent`` field) goes on.
+        with bus.observer.continued(entry.fields.get("traceparent")):
+            await bus.handle(parsed, inbox=INBOX)
     except AlreadyProcessed:
         await stream.ack(entry.entry_id)
         return "duplicate"

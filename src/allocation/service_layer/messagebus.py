@@ -21,7 +21,7 @@ import anyio
 
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
-from allocation.service_layer import eager, masking, tracking
+from allocation.service_layer import eager, masking, observability, tracking
 from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
 from allocation.service_layer.locks import SubscriberLocks
 
@@ -89,8 +89,16 @@ class MessageBus:
         retry: RetryPolicy | None = None,
         projections: Iterable[Projection] = (),
         locks: SubscriberLocks | None = None,
+        observer: observability.Observer | None = None,
     ) -> None:
         self.uow_factory = uow_factory
+        # Fixed for the bus's life: with the silent one, handler calls go
+        # unobserved, without even a clock read.
+        self.observer = observability.Observer() if observer is None else observer
+        self._observed = (
+            None if observability.is_silent(self.observer) else self.observer
+        )
+        self._call = self._run if self._observed is None else self._observed_run
         # Which catch-up pass owns which subscriber (see service_layer/locks.py).
         self.locks = locks or SubscriberLocks()
         self._dependencies = dict(dependencies or {})
@@ -174,20 +182,32 @@ class MessageBus:
             subscriber = self._command_handlers.get(type(message))
             if subscriber is None:
                 raise UnknownMessage(message)
-            raised: list[events.Event] = []
-            current = tracking.Handling(message, inbox)
-            try:
-                result = await self._call(subscriber, current, raised)
-            except Exception:
-                # What the handler committed before failing is real and is published.
-                await self._dispatch(raised)
-                raise
-            await self._dispatch(raised)
-            return result
+            if self._observed is None:
+                return await self._command(subscriber, message, inbox)
+            with observability.message_span(self._observed, message):
+                return await self._command(subscriber, message, inbox)
         if isinstance(message, events.Event):
-            await self._dispatch([message])
+            if self._observed is None:
+                await self._dispatch([message])
+            else:
+                with observability.message_span(self._observed, message):
+                    await self._dispatch([message])
             return None
         raise UnknownMessage(message)
+
+    async def _command(
+        self, subscriber: Subscriber, command: commands.Command, inbox: str | None
+    ) -> Any:
+        raised: list[events.Event] = []
+        current = tracking.Handling(command, inbox, observer=self._observed)
+        try:
+            result = await self._call(subscriber, current, raised)
+        except Exception:
+            # What the handler committed before failing is real and is published.
+            await self._dispatch(raised)
+            raise
+        await self._dispatch(raised)
+        return result
 
     async def deliver(self, subscriber_name: str, event: events.Event) -> bool:
         """Hand a logged event to one subscriber (catch-up, dead-letter retry).
@@ -241,7 +261,21 @@ class MessageBus:
             name=name or _name_of(handler), call=call, wants_uow=wants_uow
         )
 
-    async def _call(
+    async def _observed_run(
+        self,
+        subscriber: Subscriber,
+        current: tracking.Handling,
+        raised: list[events.Event],
+    ) -> Any:
+        assert self._observed is not None  # chosen as _call only with an observer
+        return await observability.observe_handler(
+            self._observed,
+            subscriber.name,
+            current.message,
+            functools.partial(self._run, subscriber, current, raised),
+        )
+
+    async def _run(
         self,
         subscriber: Subscriber,
         current: tracking.Handling,
@@ -273,7 +307,7 @@ class MessageBus:
         delay = self._retry.first_delay
         attempts = max(1, self._retry.attempts)
         for attempt in range(1, attempts + 1):
-            current = tracking.Handling(event, subscriber.name)
+            current = tracking.Handling(event, subscriber.name, observer=self._observed)
             try:
                 await self._call(subscriber, current, raised)
             except AlreadyProcessed:
@@ -291,6 +325,7 @@ class MessageBus:
                     delay,
                     error,
                 )
+                self.observer.retried(subscriber.name)
                 await anyio.sleep(delay)
                 delay *= 2
             else:
@@ -327,6 +362,7 @@ class MessageBus:
                 event.message_id,
                 failure,
             )
+        self.observer.dead_lettered(subscriber)
 
     async def _dispatch(self, pending: list[events.Event]) -> None:
         while pending:

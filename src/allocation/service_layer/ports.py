@@ -28,6 +28,8 @@ class NewEvent:
     aggregate_type: str
     aggregate_id: str
     aggregate_version: int
+    # The W3C traceparent of the work that recorded it, while traces are recorded.
+    trace_context: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -44,6 +46,9 @@ class LoggedEvent:
     # the relay publishes both as they are.
     payload_json: str | None = None
     schema_version: int = 1
+    # The trace it was written under (a W3C traceparent): whoever handles or
+    # publishes it later continues that trace.
+    trace_context: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -275,6 +280,23 @@ class AbstractEventStore(abc.ABC):
         self, subscriber: str, message_ids: Collection[str]
     ) -> set[str]:
         """Which of ``message_ids`` are dead letters of the subscriber."""
+
+    # ---- figures for status and metrics
+
+    @abc.abstractmethod
+    async def all_checkpoints(self) -> dict[str, int]:
+        """Every subscriber's checkpoint (the relay's per destination included)."""
+
+    @abc.abstractmethod
+    async def count_unhandled(
+        self, subscriber: str, *, after: int, names: Collection[str] | None = None
+    ) -> int:
+        """How many events past position ``after`` (of ``names`` only, if given)
+        the subscriber has neither recorded as handled nor given up on."""
+
+    @abc.abstractmethod
+    async def dead_letter_counts(self) -> dict[str, int]:
+        """How many dead letters each subscriber that has any holds."""
 
 
 # ---- read models

@@ -52,6 +52,17 @@ def relay_name(destination: str) -> str:
     return f"{RELAY}:{destination[:40]}…{digest[:40]}"
 
 
+def destination_of(subscriber: str) -> str | None:
+    """The destination a relay checkpoint's name is for (None: not the relay's).
+
+    A name too long to keep whole gives its shortened form back.
+    """
+    if subscriber == RELAY:
+        return DEFAULT_STREAM
+    prefix = f"{RELAY}:"
+    return subscriber[len(prefix) :] if subscriber.startswith(prefix) else None
+
+
 class WakeUp:
     """Tells the relay that new events may be waiting; rings coalesce.
 

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator, Sequence
 
     from allocation.domain import events, messages
+    from allocation.service_layer.observability import Observer
     from allocation.service_layer.ports import AbstractEventStore, LoggedEvent
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
@@ -53,6 +54,8 @@ class Handling:
         owner: the tracker's set of claimed event ids: new events are added to it
             just before their commit, so catch-up leaves them to the fast path.
         tracked: set once a commit has recorded the message as processed.
+        observer: the bus's observer while it records traces (None otherwise):
+            new events are stamped with its trace context.
     """
 
     message: messages.Message
@@ -60,6 +63,7 @@ class Handling:
     owner: set[str] | None = None
     tracked: bool = False
     claimed: list[str] = dataclasses.field(default_factory=list)
+    observer: Observer | None = None
 
     def claim(self, message_ids: Iterable[str]) -> None:
         """Mark new events as this process's to dispatch."""
@@ -67,6 +71,10 @@ class Handling:
             fresh = list(message_ids)
             self.claimed.extend(fresh)
             self.owner.update(fresh)
+
+    def trace_context(self) -> str | None:
+        """The trace the events committed now belong to, if one is recorded."""
+        return None if self.observer is None else self.observer.trace_context()
 
     def tracking_row(self) -> tuple[str, str] | None:
         """The (subscriber, message id) a commit must record, if it must."""

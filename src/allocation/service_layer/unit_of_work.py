@@ -215,8 +215,10 @@ class AbstractUnitOfWork(abc.ABC):
     def _take_changes(
         self, cause: messages.Message | None
     ) -> tuple[list[NewEvent], list[Claim], list[Any]]:
-        """Pop the aggregates' new events, stamped with their version and cause,
-        with the claims they make and the snapshots now due."""
+        """Pop the aggregates' new events, stamped with their version, cause and
+        trace, with the claims they make and the snapshots now due."""
+        current = tracking.handling.get()
+        trace_context = None if current is None else current.trace_context()
         new_events: list[NewEvent] = []
         claims: list[Claim] = []
         snapshots: list[Any] = []
@@ -227,7 +229,7 @@ class AbstractUnitOfWork(abc.ABC):
             for aggregate in repo.seen.values():
                 if not aggregate.events:
                     continue
-                self._stage(aggregate, repo, cause, new_events, claims)
+                self._stage(aggregate, repo, cause, trace_context, new_events, claims)
                 if every > 0:
                     before = aggregate.version_number - len(aggregate.events)
                     if aggregate.version_number // every > before // every:
@@ -240,6 +242,7 @@ class AbstractUnitOfWork(abc.ABC):
         aggregate: Aggregate,
         repo: repository.Repository[Any],
         cause: messages.Message | None,
+        trace_context: str | None,
         new_events: list[NewEvent],
         claims: list[Claim],
     ) -> None:
@@ -257,6 +260,7 @@ class AbstractUnitOfWork(abc.ABC):
                     aggregate_type=aggregate.AGGREGATE_TYPE,
                     aggregate_id=aggregate.aggregate_id,
                     aggregate_version=version,
+                    trace_context=trace_context,
                 )
             )
             claims.extend(repo.claims_of(aggregate.aggregate_id, stamped))

@@ -24,6 +24,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
+    exists,
     func,
     literal_column,
     select,
@@ -99,17 +100,18 @@ WITH ordered AS (SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})),
      announced AS (SELECT pg_notify('{LOG_CHANNEL}', ''))
 INSERT INTO event_log (message_id, aggregate_type, aggregate_id, aggregate_version,
                        name, payload, schema_version, occurred_at, correlation_id,
-                       causation_id)
+                       causation_id, trace_context)
 SELECT new.message_id, new.aggregate_type, new.aggregate_id, new.aggregate_version,
        new.name, new.payload, new.schema_version, new.occurred_at,
-       new.correlation_id, new.causation_id
+       new.correlation_id, new.causation_id, new.trace_context
 FROM ordered, announced,
      unnest($1::varchar[], $2::varchar[], $3::varchar[], $4::int[], $5::varchar[],
             $6::json[], $7::smallint[], $8::timestamptz[], $9::varchar[],
-            $10::varchar[])
+            $10::varchar[], $11::varchar[])
        WITH ORDINALITY AS new(message_id, aggregate_type, aggregate_id,
                               aggregate_version, name, payload, schema_version,
-                              occurred_at, correlation_id, causation_id, n)
+                              occurred_at, correlation_id, causation_id,
+                              trace_context, n)
 ORDER BY new.n
 """
 # A replay's last step holds back every append until it commits.
@@ -255,4 +257,32 @@ DEAD_MESSAGE_IDS = compiled(
     ),
     "subscriber",
     "message_ids",
+)
+
+# ---- figures for status and metrics
+CHECKPOINTS = compiled(statements.ALL_CHECKPOINTS)
+DEAD_LETTER_COUNTS = compiled(statements.DEAD_LETTER_COUNTS)
+# Each event past the checkpoint is looked up in the two indexes of the
+# subscriber's tracking, so the cost follows the lag, not the log.
+_unhandled = (
+    select(func.count())
+    .select_from(_log)
+    .where(
+        _log.c.position > bindparam("after", type_=BigInteger),
+        ~exists().where(
+            _processed.c.subscriber == bindparam("subscriber"),
+            _processed.c.message_id == _log.c.message_id,
+        ),
+        ~exists().where(
+            _letters.c.subscriber == bindparam("subscriber"),
+            _letters.c.message_id == _log.c.message_id,
+        ),
+    )
+)
+COUNT_UNHANDLED = compiled(_unhandled, "after", "subscriber")
+COUNT_UNHANDLED_NAMED = compiled(
+    _unhandled.where(_log.c.name == func.any(strings("names"))),
+    "after",
+    "subscriber",
+    "names",
 )

@@ -277,3 +277,26 @@ class PostgresEventStore(PostgresIdempotencyKeys, AbstractEventStore):
             sql.DEAD_MESSAGE_IDS, subscriber, list(message_ids)
         )
         return {record[0] for record in records}
+
+    # ---- figures for status and metrics
+
+    async def all_checkpoints(self) -> dict[str, int]:
+        records = await self._session.fetch(sql.CHECKPOINTS)
+        return {record[0]: int(record[1]) for record in records}
+
+    async def count_unhandled(
+        self, subscriber: str, *, after: int, names: Collection[str] | None = None
+    ) -> int:
+        if names is None:
+            count = await self._session.fetch_value(
+                sql.COUNT_UNHANDLED, after, subscriber
+            )
+        else:
+            count = await self._session.fetch_value(
+                sql.COUNT_UNHANDLED_NAMED, after, subscriber, list(names)
+            )
+        return int(count)
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        records = await self._session.fetch(sql.DEAD_LETTER_COUNTS)
+        return {record[0]: int(record[1]) for record in records}

@@ -249,6 +249,30 @@ class SqliteEventStore(SqliteIdempotencyKeys, AbstractEventStore):
         )
         return {row[0] for row in rows}
 
+    # ---- figures for status and metrics
+
+    async def all_checkpoints(self) -> dict[str, int]:
+        rows = await self._session.fetch_all(sql.CHECKPOINTS)
+        return {subscriber: int(position) for subscriber, position in rows}
+
+    async def count_unhandled(
+        self, subscriber: str, *, after: int, names: Collection[str] | None = None
+    ) -> int:
+        if names is None:
+            row = await self._session.fetch_one(
+                sql.COUNT_UNHANDLED, (after, subscriber, subscriber)
+            )
+        else:
+            row = await self._session.fetch_one(
+                sql.COUNT_UNHANDLED_NAMED,
+                (after, subscriber, subscriber, _json_list(names)),
+            )
+        return int(row[0])
+
+    async def dead_letter_counts(self) -> dict[str, int]:
+        rows = await self._session.fetch_all(sql.DEAD_LETTER_COUNTS)
+        return {subscriber: int(count) for subscriber, count in rows}
+
 
 def _json_list(values: Iterable[str]) -> str:
     # Not ASCII-escaped: a value SQLite cannot store (a lone surrogate) is refused

@@ -285,3 +285,29 @@ async def test_not_ready_names_the_broker_that_does_not_answer(
     assert document["checks"]["broker"] != "ok"
     assert "broker" in document["detail"]
     assert answer.headers["Retry-After"] == "5"
+
+
+async def test_metrics_count_the_commands_handled(client: httpx.AsyncClient) -> None:
+    await _add_batch(client, "b1", "LAMP", 10)
+    await client.post("/allocations", json={"orderid": "o1", "sku": "LAMP", "qty": 1})
+
+    answer = await client.get("/metrics")
+
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/plain")
+    lines = answer.text.splitlines()
+    assert 'allocation_commands_handled_total{command="allocate",outcome="ok"} 1.0' in lines
+    assert any(line.startswith("allocation_subscriber_lag_events{") for line in lines)
+
+
+async def test_a_callers_trace_reaches_the_log(client: httpx.AsyncClient) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    await client.post(
+        "/batches",
+        json={"ref": "b1", "sku": "LAMP", "qty": 10},
+        headers={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"},
+    )
+
+    [logged] = (await client.get("/events")).json()["events"]
+
+    assert logged["trace_context"].split("-")[1] == trace_id

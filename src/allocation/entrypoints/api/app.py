@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from allocation import config
-from allocation.adapters import database
+from allocation.adapters import database, tracing
+from allocation.adapters.metrics import PrometheusObserver
 from allocation.bootstrap import bootstrap
 from allocation.domain.exceptions import AllocationError
 from allocation.entrypoints.api import (
@@ -28,6 +29,7 @@ from allocation.entrypoints.api import (
     problems,
     query_routes,
 )
+from allocation.service_layer.observability import CompositeObserver, Observer
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -57,6 +59,7 @@ def create_app(
     settings: config.Settings | None = None,
     uow: unit_of_work.AbstractUnitOfWork | None = None,
     stopping: Callable[[], bool] | None = None,
+    observer: Observer | None = None,
     **dependencies: Any,
 ) -> fastapi.FastAPI:
     """The API app; its lifespan builds the bus (``bootstrap``) and closes it.
@@ -66,6 +69,8 @@ def create_app(
         uow: a shared unit of work (a test's fake) instead of the database's.
         stopping: tells long-lived answers (the event stream) that the server is
             shutting down, so they end and let it stop.
+        observer: what hears the bus; by default ``api_observer(settings)``
+            (``GET /metrics`` needs a PrometheusObserver among its parts).
         dependencies: further handler dependencies, as for ``bootstrap``.
     """
     settings = settings or config.Settings.from_environment()
@@ -78,6 +83,7 @@ def create_app(
                 settings=settings,
                 uow=uow,
                 purge_keys_every=PURGE_KEYS_EVERY,
+                observer=observer or api_observer(settings),
                 **dependencies,
             ) as bus:
                 app.state.bus = bus
@@ -107,6 +113,16 @@ def create_app(
     app.add_exception_handler(AllocationError, _allocation_error)
     app.add_exception_handler(Exception, _unexpected)
     return app
+
+
+def api_observer(settings: config.Settings) -> Observer:
+    """Prometheus metrics for ``/metrics``, and OpenTelemetry spans: recorded as
+    OTEL_TRACES_EXPORTER says, and a caller's ``traceparent`` carried into the
+    log (and across the relay) even when nothing records them."""
+    tracer = tracing.from_exporters(settings.traces_exporter)
+    return CompositeObserver(
+        PrometheusObserver(), tracer or tracing.OpenTelemetryObserver()
+    )
 
 
 async def _invalid_request(request: Request, error: Exception) -> Response:

@@ -11,6 +11,7 @@ from starlette.requests import Request  # noqa: TC002 - FastAPI reads the annota
 from starlette.responses import Response
 
 from allocation.adapters import broker, migrations
+from allocation.adapters.metrics import render_metrics
 from allocation.domain.exceptions import AllocationError
 from allocation.entrypoints.api import problems
 
@@ -77,6 +78,31 @@ async def _check(probe: Callable[[], Awaitable[None]]) -> str:
     except AllocationError as error:
         return str(problems.body("not-ready", str(error))["detail"])
     return "ok"
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics: commands, handlers, retries, dead letters, lag",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "Prometheus text format, or OpenMetrics when Accept asks",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}},
+            },
+        },
+        **problems.responses("database-unavailable"),
+    },
+)
+async def metrics(request: Request) -> Response:
+    settings = request.app.state.settings
+    body, content_type = await render_metrics(
+        request.app.state.bus,
+        accept=request.headers.get("accept"),
+        destinations=[settings.broker_stream] if settings.broker_url else (),
+    )
+    return Response(body, media_type=content_type)
 
 
 @router.get("/problems", summary="Every problem type this API answers with")

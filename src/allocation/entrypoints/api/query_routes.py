@@ -88,6 +88,7 @@ class EventOut(pydantic.BaseModel):
     correlation_id: str | None
     causation_id: str | None
     schema_version: int
+    trace_context: str | None
 
 
 class EventsPage(pydantic.BaseModel):
@@ -120,6 +121,7 @@ def event_document(logged: LoggedEvent) -> dict[str, Any]:
         "correlation_id": event.correlation_id,
         "causation_id": event.causation_id,
         "schema_version": event.SCHEMA_VERSION,
+        "trace_context": logged.trace_context,
     }
 
 

@@ -133,7 +133,9 @@ async def run(
     )
     entered = idempotency.current.set(pending)
     try:
-        await bus.handle(command)
+        # A caller's W3C trace context: the command's spans and events join it.
+        with bus.observer.continued(request.headers.get("traceparent")):
+            await bus.handle(command)
     except AllocationError as error:
         await _release(bus, key, token)
         answer = refusal(error) if refusal is not None else None

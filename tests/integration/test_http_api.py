@@ -296,7 +296,10 @@ async def test_metrics_count_the_commands_handled(client: httpx.AsyncClient) -> 
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith("text/plain")
     lines = answer.text.splitlines()
-    assert 'allocation_commands_handled_total{command="allocate",outcome="ok"} 1.0' in lines
+    assert (
+        'allocation_commands_handled_total{command="allocate",outcome="ok"} 1.0'
+        in lines
+    )
     assert any(line.startswith("allocation_subscriber_lag_events{") for line in lines)
 
 

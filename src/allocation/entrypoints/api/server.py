@@ -79,6 +79,7 @@ async def serve(args: argparse.Namespace) -> int:
         uvicorn.Config(
             app,
             log_level="debug" if args.verbose else "info",
+            access_log=args.access_log,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             server_header=False,
         )

@@ -28,6 +28,7 @@ class Server:
     process: subprocess.Popen[bytes]
     url: str
     stderr: Path
+    stdout: Path
 
     def stop(self, how: signal.Signals = signal.SIGTERM) -> int:
         self.process.send_signal(how)
@@ -42,18 +43,18 @@ class Server:
         return self.stderr.read_text()
 
 
-def start_server(cli: Cli, **env: str) -> Server:
+def start_server(cli: Cli, *args: str, **env: str) -> Server:
     port = _free_port()
-    stderr = cli.cwd / f"serve-{port}.err"
-    with stderr.open("wb") as err:
+    stderr, stdout = cli.cwd / f"serve-{port}.err", cli.cwd / f"serve-{port}.out"
+    with stderr.open("wb") as err, stdout.open("wb") as out:
         process = subprocess.Popen(
-            [*cli.launcher, "serve", "--port", str(port)],
+            [*cli.launcher, "serve", "--port", str(port), *args],
             cwd=cli.cwd,
             env=cli.env | env,
-            stdout=subprocess.DEVNULL,
+            stdout=out,
             stderr=err,
         )
-    server = Server(process, f"http://127.0.0.1:{port}", stderr)
+    server = Server(process, f"http://127.0.0.1:{port}", stderr, stdout)
     deadline = time.monotonic() + 30
     while True:
         assert process.poll() is None, server.errors()
@@ -123,6 +124,17 @@ def test_the_event_stream_tails_the_log_and_sigterm_stops_it_all(
     assert [event["name"] for event in seen] == ["batch_created", "allocated"]
     assert code == 0, server.errors()
     assert "Traceback" not in server.errors()
+
+
+def test_each_request_is_logged_unless_no_access_log(migrated: Cli) -> None:
+    logged, unlogged = start_server(migrated), start_server(migrated, "--no-access-log")
+    for running in (logged, unlogged):
+        httpx.get(f"{running.url}/allocations/o-404", timeout=10)
+        assert running.stop() == 0, running.errors()
+
+    assert "GET /allocations/o-404" in logged.stdout.read_text()
+    assert "/allocations/o-404" not in unlogged.stdout.read_text()
+    assert "/allocations/o-404" not in unlogged.errors()
 
 
 def test_sigint_stops_it_cleanly(server: Server) -> None:

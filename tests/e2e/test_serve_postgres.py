@@ -48,7 +48,11 @@ async def _migrated_database() -> str:
 
 def test_two_servers_share_one_database_and_one_key_space(cli: Cli) -> None:
     url = anyio.run(_migrated_database, backend="asyncio")
-    servers = [start_server(cli, DATABASE_URL=url) for _ in range(2)]
+    # Small pools: the server's 100 connections are shared with other suites.
+    servers = [
+        start_server(cli, DATABASE_URL=url, ALLOCATION_DATABASE_POOL_SIZE="4")
+        for _ in range(2)
+    ]
     try:
         with httpx.Client(timeout=30) as client:
             added = client.post(

@@ -70,6 +70,29 @@ async def test_allocate_answers_the_batch_and_the_position_to_read_it_at(
     assert shown.json() == [{"sku": "LAMP", "batchref": "b1"}]
 
 
+async def test_a_commands_log_position_is_that_of_its_last_event(
+    client: httpx.AsyncClient,
+) -> None:
+    answers = [
+        await _add_batch(client, "b1", "LAMP", 10),
+        await _add_batch(client, "b2", "TABLE", 10),
+        await client.post(
+            "/allocations", json={"orderid": "o1", "sku": "LAMP", "qty": 3}
+        ),
+    ]
+
+    logged = (await client.get("/events")).json()["events"]
+    named = {event["position"]: event["name"] for event in logged}
+    positions = [int(answer.headers["Log-Position"]) for answer in answers]
+    assert [named[position] for position in positions] == [
+        "batch_created",
+        "batch_created",
+        "allocated",
+    ]
+    assert positions == sorted(positions)
+    assert positions[-1] == max(named)
+
+
 async def test_an_unknown_sku_is_a_problem_and_changes_nothing(
     client: httpx.AsyncClient,
 ) -> None:

@@ -109,6 +109,21 @@ async def test_an_append_with_a_taken_version_appends_none_of_its_events(
         assert await log.last_position() == 1
 
 
+async def test_an_append_tells_the_position_of_its_last_event(
+    store: StoreDatabase, store_engine: tuple[str, object, object]
+) -> None:
+    await append(store, batch_created("sku1", 1))
+
+    async with committing(store) as log:
+        told = await log.append([batch_created("sku2", 1), batch_created("sku2", 2)])
+
+    if store_engine[0] == "sqlite":
+        # A commit's writes wait for the COMMIT's trip there: no position yet.
+        assert told is None
+    else:
+        assert told == 3
+
+
 async def test_one_version_twice_in_one_append_is_a_conflict(
     store: StoreDatabase,
 ) -> None:

@@ -164,6 +164,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=8000,
         help="TCP port to listen on, 1 to 65535 (default 8000)",
     )
+    serve.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        help="do not log a line per request (uvicorn's access log, on stdout)",
+    )
 
     allocations = commands.add_parser("allocations", help="show an order's allocations")
     allocations.add_argument("orderid", metavar="ORDERID", help="the order's id")

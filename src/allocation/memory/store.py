@@ -183,9 +183,9 @@ class FakeEventStore(FakeIdempotencyKeys, Bound, AbstractEventStore):
 
     # ---- streams
 
-    async def append(self, new_events: Sequence[NewEvent]) -> None:
+    async def append(self, new_events: Sequence[NewEvent]) -> int | None:
         if not new_events:
-            return
+            return None
         data = self._data
         with self._writing() as transaction:
             # Held until the transaction ends: positions follow commit order.
@@ -233,6 +233,7 @@ class FakeEventStore(FakeIdempotencyKeys, Bound, AbstractEventStore):
                 bisect.insort(stream, logged, key=_version)
             changes.versions.update(versions)
             changes.message_ids.update(message_ids)
+        return first + len(new_events) - 1
 
     async def read_stream(
         self,

@@ -85,6 +85,8 @@ class PendingRequest:
         ttl: seconds the stored response is kept after the commit.
         response: set once the commit that stored it succeeded; later commits in
             the same context (the event handlers') leave the key alone.
+        position: the log position of that commit's last event, where the store
+            told it at the append (None: the app reads it from the log).
     """
 
     key: str | None
@@ -93,6 +95,7 @@ class PendingRequest:
     render: Callable[[Sequence[events.Event]], tuple[int, str]]
     ttl: float
     response: StoredResponse | None = None
+    position: int | None = None
 
 
 # The request being handled, set by the HTTP app around ``bus.handle``; the

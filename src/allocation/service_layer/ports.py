@@ -100,8 +100,13 @@ class AbstractEventStore(abc.ABC):
     # ---- streams: the truth about every aggregate
 
     @abc.abstractmethod
-    async def append(self, new_events: Sequence[NewEvent]) -> None:
+    async def append(self, new_events: Sequence[NewEvent]) -> int | None:
         """Append events (the unit of work does this on commit).
+
+        Returns:
+            The log position of the last of them, where the engine draws it at
+            once; None for no events, or where it is drawn only at the commit
+            (SQLite writes a commit's statements in the COMMIT's own trip).
 
         Raises:
             ConcurrencyConflict: one of the (aggregate type, id, version) is already

@@ -117,6 +117,7 @@ class AbstractUnitOfWork(abc.ABC):
         tracking_row = None if current is None else current.tracking_row()
         request = idempotency.completion(new_events)
         store = self.event_log
+        position = None
         try:
             if request is not None:
                 await self._complete_request(*request)
@@ -139,7 +140,7 @@ class AbstractUnitOfWork(abc.ABC):
                 await store.mark_processed(subscriber, [message_id], exactly_once=True)
             if new_events:
                 # Last: appending orders commits, so its lock is held the least.
-                await store.append(new_events)
+                position = await store.append(new_events)
             await self._commit()
         except ClaimTaken as taken:
             raise self._claim_error(taken) from taken
@@ -148,6 +149,7 @@ class AbstractUnitOfWork(abc.ABC):
         if request is not None:
             # Only now: a commit rerun after a conflict stores it again.
             request[0].response = request[1]
+            request[0].position = position
         self._committed_events.extend(new.event for new in new_events)
 
     async def _complete_request(

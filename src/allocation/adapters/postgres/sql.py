@@ -95,6 +95,7 @@ _READABLE_LOG = select(*_READABLE_COLUMNS)
 # notification is delivered when, and only if, the transaction commits. Written by
 # hand: the lock must be taken inside the INSERT's own statement (one round trip),
 # ahead of a multi-row unnest WITH ORDINALITY, which SQLAlchemy cannot express.
+# It returns the positions drawn, so no further trip is needed to learn them.
 APPEND = f"""
 WITH ordered AS (SELECT pg_advisory_xact_lock({APPEND_LOCK_KEY})),
      announced AS (SELECT pg_notify('{LOG_CHANNEL}', ''))
@@ -113,6 +114,7 @@ FROM ordered, announced,
                               occurred_at, correlation_id, causation_id,
                               trace_context, n)
 ORDER BY new.n
+RETURNING position
 """
 # A replay's last step holds back every append until it commits.
 LOCK_LOG = compiled(

@@ -53,15 +53,16 @@ class PostgresEventStore(PostgresIdempotencyKeys, AbstractEventStore):
 
     # ---- streams
 
-    async def append(self, new_events: Sequence[NewEvent]) -> None:
+    async def append(self, new_events: Sequence[NewEvent]) -> int | None:
         if not new_events:
-            return
+            return None
         now = utc_now()
         rows = [log_row(new, now) for new in new_events]
         # One statement whatever the number of events: a column array each.
-        await self._session.execute(
+        positions = await self._session.write_fetch(
             sql.APPEND, *([row[column] for row in rows] for column in _APPEND_COLUMNS)
         )
+        return max(int(record[0]) for record in positions)
 
     async def read_stream(
         self,

@@ -59,9 +59,9 @@ class SqliteEventStore(SqliteIdempotencyKeys, AbstractEventStore):
 
     # ---- streams
 
-    async def append(self, new_events: Sequence[NewEvent]) -> None:
+    async def append(self, new_events: Sequence[NewEvent]) -> int | None:
         if not new_events:
-            return
+            return None
         now = log_rows.utc_now()
         # The time as SQLite stores it, converted once for the whole append.
         stored_now = sql.timestamp(now)
@@ -74,6 +74,9 @@ class SqliteEventStore(SqliteIdempotencyKeys, AbstractEventStore):
         ]
         write = Write(sql.APPEND, rows, many=True, subject=new_events[0].aggregate_type)
         await self._session.write(write)
+        # In a commit the write waits for the COMMIT's trip (see session): the
+        # positions are not drawn yet.
+        return None
 
     async def read_stream(
         self,

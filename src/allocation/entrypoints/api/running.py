@@ -154,7 +154,9 @@ async def run(
         await _release(bus, key, token)
         status_code, body = render(())
         stored = idempotency.StoredResponse(status_code, body, ())
-    position = await _position(bus, stored.message_ids)
+    position = pending.position
+    if position is None:
+        position = await _position(bus, stored.message_ids)
     return _response(stored, position, media_types, headers, replayed=False)
 
 

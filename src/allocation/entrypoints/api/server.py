@@ -80,6 +80,10 @@ async def serve(args: argparse.Namespace) -> int:
         uvicorn.Config(
             app,
             log_level="debug" if args.verbose else "info",
+            access_log=args.access_log,
+            # A dependency: named, so that a missing install fails at start
+            # instead of falling back to h11, which costs more CPU per request.
+            http="httptools",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
             server_header=False,
         )

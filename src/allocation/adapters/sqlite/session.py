@@ -181,6 +181,11 @@ class SqliteSession:
         before it). Nothing on a read-only database."""
         if self._database.read_only or self.in_transaction:
             return
+        if self._connection is None:
+            # A connection first, as every trip takes them: a writer waiting
+            # for one while the pool's connections wait for the writer would be
+            # a deadlock, broken only by the busy timeout.
+            self._connection = await self._database.check_out()
         if not self._holds_writer:
             await self._hold_writer()
         self._begin = True

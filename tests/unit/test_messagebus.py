@@ -12,7 +12,8 @@ import pytest
 from allocation.bootstrap import bootstrap
 from allocation.domain import commands, events, users
 from allocation.domain.exceptions import ConcurrencyConflict
-from allocation.service_layer.exceptions import UnknownMessage
+from allocation.service_layer import catchup
+from allocation.service_layer.exceptions import DatabaseUnavailable, UnknownMessage
 from allocation.service_layer.messagebus import MessageBus, RetryPolicy
 from allocation.testing import FakeUnitOfWork
 
@@ -425,3 +426,40 @@ async def test_a_dead_letter_never_records_a_password_from_the_error() -> None:
     [letter] = uow.event_log.letters.values()
     assert "s3cretpw" not in letter.error
     assert "postgresql://app:" in letter.error
+
+
+@pytest.mark.parametrize(
+    "outage",
+    [
+        DatabaseUnavailable("sqlite:///x.db", "all 20 connections stayed in use"),
+        ConcurrencyConflict("database", "another unit of work held the write lock"),
+    ],
+)
+async def test_a_database_outage_is_left_for_catch_up_not_dead_lettered(
+    outage: Exception,
+) -> None:
+    """Regression: a read model's handler that met a passing database error was
+    dead-lettered, so catch-up skipped the event and the read model missed it."""
+    uow = FakeUnitOfWork()
+
+    async def log_a_ping(command: DoThing, uow: AbstractUnitOfWork) -> str:
+        return await register_and_record(command, uow, [Ping(n=7)])
+
+    bus = make_bus(log_a_ping, uow=uow)
+    delivered: list[int] = []
+    down = True
+
+    async def projection(event: Ping) -> None:
+        if down:
+            raise outage
+        delivered.append(event.n)
+
+    bus.subscribe(Ping, projection)
+    await catchup.catch_up(bus)  # the subscriber's checkpoint: the log's start
+    await bus.handle(DoThing(value="u1"))
+
+    assert uow.event_log.letters == {}
+    assert delivered == []
+    down = False
+    await catchup.catch_up(bus)
+    assert delivered == [7]

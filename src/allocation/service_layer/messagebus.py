@@ -22,7 +22,11 @@ import anyio
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import AlreadyProcessed, ConcurrencyConflict
 from allocation.service_layer import eager, masking, observability, tracking
-from allocation.service_layer.exceptions import UnknownMessage, UnknownSubscriber
+from allocation.service_layer.exceptions import (
+    DatabaseUnavailable,
+    UnknownMessage,
+    UnknownSubscriber,
+)
 from allocation.service_layer.locks import SubscriberLocks
 
 if TYPE_CHECKING:
@@ -314,6 +318,18 @@ class MessageBus:
                 return True  # a redelivery: its effects are already committed
             except Exception as error:  # noqa: BLE001 - the per-handler isolation boundary
                 if attempt == attempts:
+                    if isinstance(error, _PASSING_ERRORS):
+                        # Not the event's fault: a dead letter would keep it from
+                        # catch-up, and a read model would miss it for good.
+                        logger.warning(
+                            "handler %s could not handle %s %s now, catch-up will"
+                            " deliver it: %s",
+                            subscriber.name,
+                            event.TYPE,
+                            event.message_id,
+                            error,
+                        )
+                        return False
                     await self._bury(subscriber.name, event, error, attempts)
                     return False
                 logger.warning(
@@ -382,6 +398,10 @@ class MessageBus:
         if self.tracker.due:
             with contextlib.suppress(Exception):  # kept and retried by the next flush
                 await self.flush_completions()
+
+
+# Failures of the database rather than of the event: left undelivered, for catch-up.
+_PASSING_ERRORS = (DatabaseUnavailable, ConcurrencyConflict)
 
 
 def _event_class(type_name: str) -> type[events.Event]:

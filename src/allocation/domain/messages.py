@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import types
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self
@@ -31,16 +32,23 @@ _MAX_PROBLEMS = 5
 
 
 def new_message_id() -> str:
-    """A fresh, globally unique message id (a UUID4 in its usual text form).
+    """A fresh, globally unique message id: a UUID version 7 in its usual text form.
 
-    Formatted by hand: ``str(uuid.uuid4())`` builds a UUID object first, which costs
-    three times as much, and every command and event needs an id.
+    Time-ordered (RFC 9562: milliseconds since the epoch, then a fraction of the
+    millisecond, then 62 random bits): ids made one after the other sort one after
+    the other, so the indexes keyed by them (the log's message ids, what each
+    subscriber has handled) grow at their end instead of at random places.
+    Formatted by hand: building a ``uuid.UUID`` costs several times as much, and
+    every command and event needs an id.
     """
-    raw = bytearray(os.urandom(16))
-    raw[6] = raw[6] & 0x0F | 0x40  # version 4
-    raw[8] = raw[8] & 0x3F | 0x80  # the RFC 4122 variant
-    text = raw.hex()
-    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+    now = time.time_ns()
+    # 48 bits of milliseconds, the version, 12 bits of the millisecond's fraction.
+    high = now // 1_000_000 << 16 | 0x7000 | now % 1_000_000 * 4096 // 1_000_000
+    first = f"{high:016x}"
+    raw = bytearray(os.urandom(8))
+    raw[0] = raw[0] & 0x3F | 0x80  # the RFC 9562 variant, then 62 random bits
+    rest = raw.hex()
+    return f"{first[:8]}-{first[8:12]}-{first[12:]}-{rest[:4]}-{rest[4:]}"
 
 
 class Message(pydantic.BaseModel):

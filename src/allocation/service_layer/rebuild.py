@@ -98,6 +98,8 @@ async def replay(
                 name,
                 stored=projection.reader(uow),
                 replayed=rebuilt,
+                columns=projection.columns,
+                key_size=projection.key_size,
                 page_size=batch_size,
             )
             if dry_run:

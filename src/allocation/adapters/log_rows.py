@@ -50,8 +50,7 @@ def rebuild_event(
     Raises:
         InvalidMessage: the row holds no event this version can read.
     """
-    event = messages.decode(
-        name,
+    return event_class(name).from_json(
         payload_json,
         schema_version=schema_version,
         message_id=message_id,
@@ -59,9 +58,18 @@ def rebuild_event(
         causation_id=causation_id,
         aggregate_version=aggregate_version,
     )
-    if not isinstance(event, events.Event):
+
+
+def event_class(name: str) -> type[events.Event]:
+    """The event class a log row's name stands for.
+
+    Raises:
+        InvalidMessage: no event has this name.
+    """
+    kind = messages.named(name)
+    if not issubclass(kind, events.Event):
         raise InvalidMessage(name, ["a command, not an event"])
-    return event
+    return kind
 
 
 def log_row(new: NewEvent, now: datetime.datetime) -> dict[str, Any]:

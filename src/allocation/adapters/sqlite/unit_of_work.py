@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from allocation.adapters import tables
-from allocation.adapters.sqlite import sql
+from allocation.adapters.sqlite import view_sql
 from allocation.adapters.sqlite.session import SqliteSession, Write
 from allocation.adapters.sqlite.store import SqliteEventStore
 from allocation.adapters.sqlite.views import SqliteAllocationsView, SqliteUsersView
@@ -76,15 +76,15 @@ class SqliteUnitOfWork(AbstractUnitOfWork):
         shadow = self._shadows.get(attribute)
         if shadow is None:
             live, view_class = _VIEWS[attribute]
-            self.session.queue(Write(sql.shadow(live).create))
+            self.session.queue(Write(view_sql.shadow(live).create))
             shadow = self._shadows[attribute] = view_class(
-                self.session, sql.shadow_of(live)
+                self.session, view_sql.shadow_of(live)
             )
         return shadow
 
     async def _swap_shadow(self, attribute: str) -> None:
         live, _ = _VIEWS[attribute]
-        *first, last = (Write(statement) for statement in sql.shadow(live).swap)
+        *first, last = (Write(statement) for statement in view_sql.shadow(live).swap)
         # One trip: the earlier statements go as queued writes before the last.
         self.session.queue(*first)
         await self.session.write(last)
@@ -92,5 +92,5 @@ class SqliteUnitOfWork(AbstractUnitOfWork):
 
     async def _drop_shadow(self, attribute: str) -> None:
         live, _ = _VIEWS[attribute]
-        self.session.queue(Write(sql.shadow(live).drop))
+        self.session.queue(Write(view_sql.shadow(live).drop))
         self._shadows.pop(attribute, None)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from allocation.adapters.sqlite import sql
+from allocation.adapters.sqlite import view_sql
 from allocation.adapters.sqlite.session import Write
 from allocation.service_layer.ports import (
     AbstractAllocationsView,
@@ -39,7 +39,7 @@ class SqliteAllocationsView(AbstractAllocationsView):
 
     def __init__(self, session: SqliteSession, table: Table) -> None:
         self._session = session
-        self._sql = sql.allocations_view(table)
+        self._sql = view_sql.allocations_view(table)
 
     async def write_many(self, lines: Sequence[LineState]) -> None:
         # In order, one executemany per run of lines with (or without) a version:
@@ -90,7 +90,7 @@ class SqliteUsersView(AbstractUsersView):
 
     def __init__(self, session: SqliteSession, table: Table) -> None:
         self._session = session
-        self._sql = sql.users_view(table)
+        self._sql = view_sql.users_view(table)
 
     async def add(self, user_id: str, name: str, email: str) -> None:
         self._session.queue(Write(self._sql.upsert, (user_id, name, email)))

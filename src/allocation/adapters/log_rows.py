@@ -11,7 +11,7 @@ from allocation.service_layer.exceptions import UnreadableLogEntry
 from allocation.service_layer.ports import DeadLetter, LoggedEvent
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping, Sequence
 
     from allocation.service_layer.ports import NewEvent
 
@@ -26,6 +26,19 @@ LOG_COLUMNS = (
     "payload",
     "schema_version",
     "occurred_at",
+    "correlation_id",
+    "causation_id",
+)
+
+# What a reader of events alone needs of a row (catch-up, replay), in the order
+# every engine's lean reads select them.
+EVENT_COLUMNS = (
+    "position",
+    "message_id",
+    "aggregate_version",
+    "name",
+    "payload",
+    "schema_version",
     "correlation_id",
     "causation_id",
 )
@@ -119,6 +132,45 @@ def logged_event(record: Mapping[str, Any]) -> LoggedEvent:
         payload_json=payload_json,
         schema_version=record["schema_version"],
     )
+
+
+def positioned_events(
+    rows: Iterable[Sequence[Any]],
+) -> list[tuple[int, events.Event]]:
+    """Rows of EVENT_COLUMNS as (position, event) pairs, each event decoded, upcast
+    and validated by its schema, as ``logged_event`` does, without the rest.
+
+    Raises:
+        UnreadableLogEntry: a row holds no event this version can read; the error
+            names its position.
+    """
+    decoded: list[tuple[int, events.Event]] = []
+    # Looked up once per name in a batch (most batches hold one or two).
+    classes: dict[str, type[events.Event]] = {}
+    for (
+        position,
+        message_id,
+        aggregate_version,
+        name,
+        payload_json,
+        schema_version,
+        correlation_id,
+        causation_id,
+    ) in rows:
+        try:
+            kind = classes.get(name) or classes.setdefault(name, event_class(name))
+            event = kind.from_json(
+                payload_json,
+                schema_version=schema_version,
+                message_id=message_id,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                aggregate_version=aggregate_version,
+            )
+        except AllocationError as error:
+            raise UnreadableLogEntry(position, str(error)) from error
+        decoded.append((position, event))
+    return decoded
 
 
 def dead_letter(record: Mapping[str, Any]) -> DeadLetter:

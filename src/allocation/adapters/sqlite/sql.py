@@ -26,7 +26,7 @@ from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.dialects.sqlite import pysqlite
 
 from allocation.adapters import statements, tables
-from allocation.adapters.log_rows import LOG_COLUMNS
+from allocation.adapters.log_rows import EVENT_COLUMNS, LOG_COLUMNS
 
 if TYPE_CHECKING:
     import datetime
@@ -127,6 +127,24 @@ READ_LOG_NAMED = compiled(
     "names",
     "limit",
     "offset",
+)
+_events_after = select(*(_log.c[name] for name in EVENT_COLUMNS)).where(
+    _log.c.position > bindparam("after")
+)
+READ_EVENTS = compiled(
+    first_rows(_events_after.order_by(_log.c.position)),
+    "after",
+    "limit",
+)
+READ_EVENTS_NAMED = compiled(
+    first_rows(
+        _events_after.where(_log.c.name.in_(_in_list("names"))).order_by(
+            _log.c.position
+        )
+    ),
+    "after",
+    "names",
+    "limit",
 )
 GET = compiled(
     select(*_LOG_COLUMNS).where(_log.c.message_id == bindparam("message_id")),

@@ -11,7 +11,7 @@ bools already).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
     ARRAY,
@@ -33,10 +33,13 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from allocation.adapters import tables
-from allocation.adapters.log_rows import LOG_COLUMNS
+from allocation.adapters.log_rows import EVENT_COLUMNS, LOG_COLUMNS
 from allocation.adapters.statements import compile_for
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from sqlalchemy import Select
     from sqlalchemy.sql.ddl import ExecutableDDLElement
     from sqlalchemy.sql.expression import ClauseElement
 
@@ -81,15 +84,21 @@ def strings(name: str) -> ClauseElement:
 
 
 _log = tables.event_log
-_READABLE_LOG = select(
-    *(
-        # The payload as the JSON text it was stored as, not parsed.
-        cast(_log.c.payload, Text).label("payload")
-        if name == "payload"
-        else _log.c[name]
-        for name in LOG_COLUMNS
+
+
+def _readable(names: Sequence[str]) -> Select[Any]:
+    return select(
+        *(
+            # The payload as the JSON text it was stored as, not parsed.
+            cast(_log.c.payload, Text).label("payload")
+            if name == "payload"
+            else _log.c[name]
+            for name in names
+        )
     )
-)
+
+
+_READABLE_LOG = _readable(LOG_COLUMNS)
 
 # Appenders queue on the advisory lock until the holder commits, so positions are
 # handed out in commit order and a reader never sees a later one first. The lock is
@@ -159,6 +168,22 @@ READ_LOG_NAMED = compiled(
         _log.c.position > bindparam("after", type_=BigInteger),
         _log.c.name == func.any(strings("names")),
     )
+    .order_by(_log.c.position)
+    .limit(bindparam("limit", type_=Integer)),
+    "after",
+    "names",
+    "limit",
+)
+_events_after = _readable(EVENT_COLUMNS).where(
+    _log.c.position > bindparam("after", type_=BigInteger)
+)
+READ_EVENTS = compiled(
+    _events_after.order_by(_log.c.position).limit(bindparam("limit", type_=Integer)),
+    "after",
+    "limit",
+)
+READ_EVENTS_NAMED = compiled(
+    _events_after.where(_log.c.name == func.any(strings("names")))
     .order_by(_log.c.position)
     .limit(bindparam("limit", type_=Integer)),
     "after",

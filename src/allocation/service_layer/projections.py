@@ -138,18 +138,20 @@ async def _remove_allocation(
 async def _apply_allocations(
     batch: Sequence[events.Event], uow: AbstractUnitOfWork
 ) -> None:
+    # By position (orderid, sku, qty, batchref, version, allocated): every event of
+    # a catch-up or replay batch passes here, and keywords cost nearly twice as much.
     await uow.allocations_view.write_many(
         [
             LineState(
-                orderid=event.orderid,
-                sku=event.sku,
-                qty=event.qty,
-                batchref=event.batchref,
-                version=event.aggregate_version,
-                allocated=isinstance(event, events.Allocated),
+                event.orderid,
+                event.sku,
+                event.qty,
+                event.batchref,
+                event.aggregate_version,
+                isinstance(event, events.Allocated),
             )
             for event in batch
-            if isinstance(event, events.Allocated | events.Deallocated)
+            if isinstance(event, (events.Allocated, events.Deallocated))
         ]
     )
 

@@ -6,6 +6,7 @@ import datetime
 import inspect
 import json
 import re
+import time
 import uuid
 
 import pydantic
@@ -176,7 +177,7 @@ def test_message_ids_are_uuid7_and_sort_in_the_order_they_were_made(
     """Time-ordered ids keep the indexes keyed by them growing at one end."""
     start = 1_790_000_000_123_456_789  # nanoseconds since the epoch
     clock = iter(range(start, start + 100 * 300, 300))
-    monkeypatch.setattr(messages.time, "time_ns", lambda: next(clock))
+    monkeypatch.setattr(time, "time_ns", lambda: next(clock))
 
     made = [messages.new_message_id() for _ in range(100)]
 

@@ -12,7 +12,12 @@ public surface is used, so the script runs unchanged on either persistence desig
   every undelivered event to its subscribers (the ``allocations_view`` projection
   is the only one of Allocated);
 - replay: the ``allocation replay allocations_view`` command on that caught-up copy:
-  it rebuilds the read model from the whole log.
+  it rebuilds the read model from the whole log;
+- ids: each log as written (message ids are time-ordered UUIDs) and, beside it, the
+  same log with every message id replaced by a random UUID4, as versions before
+  time-ordered ids wrote them (the index of what each subscriber handled then takes
+  its inserts at random pages). Both kinds are measured in the same run, in
+  alternating order.
 
 Each command runs in a fresh child process, in-process through
 ``allocation.entrypoints.cli.main`` (what the ``allocation`` command runs), so the
@@ -27,6 +32,7 @@ of Python allocations during the command. Rates are medians over runs; runs visi
 sizes in alternating order.
 
 Run: .venv/bin/python benchmarks/catchup_replay_sqlite.py [--quick] [--sizes N ...] [--runs R]
+     [--ids ordered|random|both]
 """
 
 from __future__ import annotations
@@ -40,12 +46,14 @@ import os
 import re
 import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -66,6 +74,11 @@ SKUS = 100
 CHUNK = 1_000
 TARGET = 50_000
 MIB = 1024 * 1024
+# The kinds of message ids a log is measured with (see the module's docstring).
+IDS = {
+    "ordered": "message ids as written (time-ordered)",
+    "random": "message ids made random (as older versions wrote them)",
+}
 # What each command prints once done, and the events it counts.
 COMMANDS = {
     "catch-up": (["catch-up"], re.compile(r"catch-up delivered ([\d,]+) event")),
@@ -84,6 +97,7 @@ class Measurement:
     fixed_seconds: float
     rss_growth: int
     traced_peak: int | None
+    ids: str = "ordered"
 
     @property
     def rate(self) -> float:
@@ -140,6 +154,20 @@ def _copy(source: Path, target: Path) -> Path:
         origin = source.with_name(source.name + suffix)
         if origin.exists():
             shutil.copyfile(origin, target.with_name(target.name + suffix))
+    return target
+
+
+def _with_random_ids(source: Path, target: Path) -> Path:
+    """A copy of a log whose message ids are random UUID4s, as older versions made."""
+    _copy(source, target)
+    connection = sqlite3.connect(target)
+    try:
+        connection.create_function("random_id", 0, lambda: str(uuid.uuid4()))
+        with connection:
+            connection.execute("UPDATE event_log SET message_id = random_id()")
+        connection.execute("VACUUM")  # laid out as a log written that way would be
+    finally:
+        connection.close()
     return target
 
 
@@ -222,16 +250,16 @@ def _child(command: str, size: int, empty: Path, target: Path, traced: bool) -> 
 class _Children:
     """Runs each measured command in a fresh child process."""
 
-    def __init__(self, folder: Path, pristine: dict[int, Path]) -> None:
+    def __init__(self, folder: Path, pristine: dict[tuple[int, str], Path]) -> None:
         self._folder = folder
         self._pristine = pristine
         self._scratch = folder / "scratch"
         self._scratch.mkdir()
 
     def measure(
-        self, command: str, size: int, target: Path, *, traced: bool = False
+        self, command: str, size: int, ids: str, target: Path, *, traced: bool = False
     ) -> Measurement:
-        empty = _copy(self._pristine[0], self._scratch / f"empty-{command}.db")
+        empty = _copy(self._pristine[0, ids], self._scratch / f"empty-{command}.db")
         argv = [sys.executable, __file__, "--child", command, str(size)]
         argv += [str(empty), str(target)] + (["--traced"] if traced else [])
         # UTF-8 output whatever the locale: the CLI insists on it.
@@ -243,66 +271,80 @@ class _Children:
             raise RuntimeError(f"{command} on {size}: {finished.stderr[-2000:]}")
         for leftover in self._scratch.iterdir():
             leftover.unlink()
-        return Measurement(**json.loads(finished.stdout.splitlines()[-1]))
+        measured = Measurement(**json.loads(finished.stdout.splitlines()[-1]))
+        return dataclasses.replace(measured, ids=ids)
 
-    def fresh(self, size: int) -> Path:
+    def fresh(self, size: int, ids: str) -> Path:
         """A copy of the log of ``size`` events, nothing delivered yet."""
-        target = self._folder / f"work-{size}.db"
+        target = self._folder / f"work-{size}-{ids}.db"
         for leftover in self._folder.glob(f"{target.name}*"):
             leftover.unlink()
-        return _copy(self._pristine[size], target)
+        return _copy(self._pristine[size, ids], target)
 
 
 # --- the parent ----------------------------------------------------------------------
 
 
-def _build(folder: Path, sizes: list[int]) -> dict[int, Path]:
+def _build(
+    folder: Path, sizes: list[int], kinds: list[str]
+) -> dict[tuple[int, str], Path]:
     seed = folder / "seed.db"
     anyio.run(_seed, seed, backend="asyncio")
-    pristine = {0: _copy(seed, folder / "pristine-0.db")}
+    pristine: dict[tuple[int, str], Path] = {}
     have = 0
-    for size in sizes:
+    for size in [0, *sizes]:
         began = time.perf_counter()
         anyio.run(_grow, seed, have, size, backend="asyncio")
         have = size
-        pristine[size] = _copy(seed, folder / f"pristine-{size}.db")
+        written = _copy(seed, folder / f"pristine-{size}.db")
+        for kind in kinds:
+            pristine[size, kind] = (
+                written
+                if kind == "ordered"
+                else _with_random_ids(written, folder / f"pristine-{size}-{kind}.db")
+            )
         took = time.perf_counter() - began
-        print(f"  log grown to {size} Allocated events in {took:.1f} s", flush=True)
+        if size:
+            print(f"  log grown to {size} Allocated events in {took:.1f} s", flush=True)
     return pristine
 
 
-def _report(sizes: list[int], results: list[Measurement]) -> None:
-    def of(command: str, size: int, traced: bool) -> list[Measurement]:
+def _report(sizes: list[int], kinds: list[str], results: list[Measurement]) -> None:
+    def of(command: str, size: int, ids: str, traced: bool) -> list[Measurement]:
         return [
             m
             for m in results
-            if m.command == command
-            and m.size == size
+            if (m.command, m.size, m.ids) == (command, size, ids)
             and (m.traced_peak is not None) == traced
         ]
 
     for command in COMMANDS:
-        print(f"{command}:")
-        for size in sizes:
-            timed, traced = of(command, size, False), of(command, size, True)
-            rates = [m.rate for m in timed]
-            rss = statistics.median(m.rss_growth for m in timed) / MIB
-            peak = statistics.median(m.traced_peak or 0 for m in traced) / MIB
-            fixed = statistics.median(m.fixed_seconds for m in timed) * 1e3
+        for ids in kinds:
+            print(f"{command}, {IDS[ids]}:")
+            for size in sizes:
+                timed, traced = (
+                    of(command, size, ids, False),
+                    of(command, size, ids, True),
+                )
+                rates = [m.rate for m in timed]
+                rss = statistics.median(m.rss_growth for m in timed) / MIB
+                peak = statistics.median(m.traced_peak or 0 for m in traced) / MIB
+                fixed = statistics.median(m.fixed_seconds for m in timed) * 1e3
+                print(
+                    f"  {size:>8} events: {statistics.median(rates):7.0f} events/s"
+                    f" (spread {min(rates):.0f}..{max(rates):.0f}; {timed[0].events}"
+                    f" counted), peak RSS growth {rss:6.2f} MiB, tracemalloc peak"
+                    f" {peak:6.2f} MiB; the command's fixed cost {fixed:.0f} ms"
+                )
+            first = of(command, sizes[0], ids, True)
+            last = of(command, sizes[-1], ids, True)
+            big = statistics.median(m.rate for m in of(command, sizes[-1], ids, False))
+            verdict = "meets" if big >= TARGET else "misses"
             print(
-                f"  {size:>8} events: {statistics.median(rates):7.0f} events/s"
-                f" (spread {min(rates):.0f}..{max(rates):.0f}; {timed[0].events}"
-                f" counted), peak RSS growth {rss:6.2f} MiB, tracemalloc peak"
-                f" {peak:6.2f} MiB; the command's fixed cost {fixed:.0f} ms"
+                f"  x{sizes[-1] / sizes[0]:.0f} the log: tracemalloc peak"
+                f" x{(last[0].traced_peak or 0) / max(1, first[0].traced_peak or 0):.2f};"
+                f" at {sizes[-1]} events {big:.0f}/s {verdict} the {TARGET:,}/s target"
             )
-        first, last = of(command, sizes[0], True), of(command, sizes[-1], True)
-        big = statistics.median(m.rate for m in of(command, sizes[-1], False))
-        verdict = "meets" if big >= TARGET else "misses"
-        print(
-            f"  x{sizes[-1] / sizes[0]:.0f} the log: tracemalloc peak"
-            f" x{(last[0].traced_peak or 0) / max(1, first[0].traced_peak or 0):.2f};"
-            f" at {sizes[-1]} events {big:.0f}/s {verdict} the {TARGET:,}/s target"
-        )
 
 
 def main() -> None:
@@ -310,6 +352,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--sizes", type=int, nargs="+", help="log sizes, ascending")
     parser.add_argument("--runs", type=int, default=None, help="timed runs per size")
+    parser.add_argument(
+        "--ids",
+        choices=["ordered", "random", "both"],
+        default="both",
+        help="logs with message ids as written (ordered), made random, or both",
+    )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     parser.add_argument("--traced", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -321,26 +369,34 @@ def main() -> None:
         [5_000, 10_000, 20_000] if args.quick else [25_000, 50_000, 100_000]
     )
     runs: int = args.runs or (1 if args.quick else 3)
+    kinds = ["ordered", "random"] if args.ids == "both" else [args.ids]
     print(
-        f"python {sys.version.split()[0]}, logs of {sizes} Allocated events over"
-        f" {SKUS} skus, {runs} timed runs of each command per size (alternating"
-        " sizes), one traced run each; medians over runs"
+        f"python {sys.version.split()[0]}, sqlite {sqlite3.sqlite_version}, logs of"
+        f" {sizes} Allocated events over {SKUS} skus, {runs} timed runs of each"
+        " command per size and kind of ids (alternating sizes and kinds), one traced"
+        " run each; medians over runs"
     )
     start = time.perf_counter()
     results: list[Measurement] = []
     with tempfile.TemporaryDirectory(prefix="allocation-bench-") as name:
         folder = Path(name)
-        children = _Children(folder, _build(folder, sizes))
+        children = _Children(folder, _build(folder, sizes, kinds))
         for run in range(runs):
             for size in sizes if run % 2 == 0 else sizes[::-1]:
-                target = children.fresh(size)
-                results.append(children.measure("catch-up", size, target))
-                results.append(children.measure("replay", size, target))
+                for ids in kinds if run % 2 == 0 else kinds[::-1]:
+                    target = children.fresh(size, ids)
+                    results.extend(
+                        children.measure(command, size, ids, target)
+                        for command in COMMANDS
+                    )
         for size in sizes:
-            target = children.fresh(size)
-            results.append(children.measure("catch-up", size, target, traced=True))
-            results.append(children.measure("replay", size, target, traced=True))
-    _report(sizes, results)
+            for ids in kinds:
+                target = children.fresh(size, ids)
+                results.extend(
+                    children.measure(command, size, ids, target, traced=True)
+                    for command in COMMANDS
+                )
+    _report(sizes, kinds, results)
     print(f"took {time.perf_counter() - start:.1f} s")
 
 

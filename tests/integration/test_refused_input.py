@@ -146,8 +146,9 @@ async def test_any_text_round_trips_identically_or_is_refused_with_a_domain_erro
     assert stored_name == unicodedata.normalize("NFC", name.strip())
 
 
+@pytest.mark.parametrize("read", ["read", "read_events"])
 async def test_a_log_row_edited_by_hand_is_named_by_its_position(
-    bus: MessageBus, engine: AsyncEngine
+    bus: MessageBus, engine: AsyncEngine, read: str
 ) -> None:
     """Regression: an unreadable row was reported without saying which one."""
     await services.add_batch(bus, "b1", "LAMP", 5)
@@ -159,4 +160,4 @@ async def test_a_log_row_edited_by_hand_is_named_by_its_position(
 
     with pytest.raises(UnreadableLogEntry, match=f"position {position} "):
         async with bus.uow_factory() as uow:
-            await uow.event_log.read(after=0)
+            await getattr(uow.event_log, read)(after=0)

@@ -45,11 +45,13 @@ async def test_a_batch_created_logged_before_the_rename_is_read_with_purchased_q
 
     async with bus.uow_factory() as uow:
         logged = await uow.event_log.read(after=0)
+        read_alone = await uow.event_log.read_events(after=0)
 
     assert [entry.event for entry in logged] == [
         events.BatchCreated(ref="b1", sku="LAMP", purchased_quantity=20, eta=None),
         events.BatchCreated(ref="b2", sku="LAMP", purchased_quantity=0, eta=None),
     ]
+    assert [event for _, event in read_alone] == [entry.event for entry in logged]
     assert [entry.event.payload["purchased_quantity"] for entry in logged] == [20, 0]
     # The row itself is left as it was written: the log is never rewritten.
     assert [entry.schema_version for entry in logged] == [1, 1]

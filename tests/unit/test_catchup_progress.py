@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import argparse
+import contextlib
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from allocation.domain import users
+from allocation.entrypoints import cli_log
 from allocation.service_layer import catchup, rebuild
 from allocation.service_layer.exceptions import UnknownSubscriber
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from allocation.service_layer.messagebus import MessageBus
     from allocation.testing import FakeUnitOfWork
 
@@ -106,3 +111,26 @@ async def test_replaying_an_unknown_subscriber_names_the_valid_ones(
         "no subscriber 'foo': valid names: allocations_view, users_view"
     )
     assert refused.value.known == ("allocations_view", "users_view")
+
+
+async def test_the_catch_up_command_reads_batches_of_the_configured_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Regression: ``allocation catch-up`` read 500 events a batch whatever
+    ALLOCATION_CATCH_UP_BATCH said (the worker and the start-up pass heeded it)."""
+    monkeypatch.setenv("ALLOCATION_CATCH_UP_BATCH", "7")
+    asked: dict[str, Any] = {}
+
+    @contextlib.asynccontextmanager
+    async def no_database(**options: Any) -> AsyncIterator[object]:
+        yield object()
+
+    async def recording(bus: object, **options: Any) -> int:
+        asked.update(options)
+        return 0
+
+    monkeypatch.setattr(cli_log, "bootstrap", no_database)
+    monkeypatch.setattr(catchup, "catch_up", recording)
+
+    assert await cli_log._catch_up(argparse.Namespace()) == 0
+    assert asked["batch_size"] == 7

@@ -6,6 +6,8 @@ import datetime
 import inspect
 import json
 import re
+import time
+import uuid
 
 import pydantic
 import pytest
@@ -178,3 +180,23 @@ def test_messages_are_frozen(message: messages.Message) -> None:
 @pytest.mark.parametrize("message", EXAMPLE_PARAMS)
 def test_messages_are_hashable(message: messages.Message) -> None:
     assert hash(message) == hash(type(message).from_payload(message.to_payload()))
+
+
+def test_message_ids_are_uuid7_and_sort_in_the_order_they_were_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Time-ordered ids keep the indexes keyed by them growing at one end."""
+    start = 1_790_000_000_123_456_789  # nanoseconds since the epoch
+    clock = iter(range(start, start + 100 * 300, 300))
+    monkeypatch.setattr(time, "time_ns", lambda: next(clock))
+
+    made = [messages.new_message_id() for _ in range(100)]
+
+    assert made == sorted(made)
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text
+        assert parsed.version == 7
+        assert parsed.variant == uuid.RFC_4122
+    assert int(made[0].replace("-", "")[:12], 16) == start // 1_000_000

@@ -13,6 +13,7 @@ from allocation.domain import events, users
 from allocation.domain.exceptions import ConcurrencyConflict
 from allocation.service_layer import catchup, services
 from allocation.service_layer.ports import NewEvent
+from allocation.service_layer.tracking import Tracker
 from allocation.testing import (
     FakeConsole,
     FakeEventStore,
@@ -226,3 +227,23 @@ async def test_a_refused_append_leaves_the_fake_log_unchanged() -> None:
             ]
         )
     assert [logged.event for logged in log.logged] == [first]
+
+
+async def test_catch_up_skips_what_was_handled_or_buried_and_stops_at_a_claim() -> None:
+    tracker = Tracker()
+    uow = FakeUnitOfWork()
+    batch = [
+        (n, events.OutOfStock(sku="LAMP", orderid=f"o{n}", qty=1)) for n in range(1, 6)
+    ]
+    ids = [event.message_id for _, event in batch]
+    async with uow:
+        assert await tracker.undelivered(uow.event_log, "s", batch) == (batch, None)
+        await uow.event_log.mark_processed("s", [ids[0]], exactly_once=True)
+        await uow.event_log.add_dead_letter("s", ids[1], "boom", attempts=3)
+        await uow.commit()
+    tracker.claimed.add(ids[3])  # this process is dispatching it itself
+
+    async with uow:
+        todo, in_hand = await tracker.undelivered(uow.event_log, "s", batch)
+
+    assert (todo, in_hand) == ([batch[2]], 4)

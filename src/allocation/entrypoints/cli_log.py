@@ -278,9 +278,12 @@ async def _worker(args: argparse.Namespace) -> int:
 
 
 async def _catch_up(args: argparse.Namespace) -> int:
+    settings = config.Settings.from_environment()
     with _progress("catch-up") as show:
-        async with bootstrap(catch_up=False) as bus:
-            delivered = await catchup.catch_up(bus, progress=show)
+        async with bootstrap(settings=settings, catch_up=False) as bus:
+            delivered = await catchup.catch_up(
+                bus, batch_size=settings.catch_up_batch, progress=show
+            )
     print(f"catch-up delivered {_count(delivered, 'event')}")
     return 0
 

@@ -22,6 +22,7 @@ from allocation.service_layer.exceptions import (
 if TYPE_CHECKING:
     from collections.abc import Callable, Collection
 
+    from allocation.domain import events
     from allocation.service_layer.messagebus import MessageBus, Subscriber
     from allocation.service_layer.ports import DeadLetter, LoggedEvent
     from allocation.service_layer.projections import Projection
@@ -143,24 +144,42 @@ async def _start_position(
 
 
 async def _pending(
-    bus: MessageBus, name: str, names: frozenset[str], after: int, batch_size: int
-) -> tuple[list[LoggedEvent], int, bool]:
-    """The next batch's undelivered events, the checkpoint they lead to, and more?"""
+    bus: MessageBus,
+    name: str,
+    names: frozenset[str],
+    after: int,
+    batch_size: int,
+    *,
+    with_traces: bool = False,
+) -> tuple[list[tuple[int, events.Event]], int, bool, dict[int, str | None]]:
+    """The next batch's undelivered (position, event) pairs, the checkpoint they
+    lead to, and more? With ``with_traces``, also each position's trace context
+    (a handler continues it; a projection, applying batches, does not)."""
+    traces: dict[int, str | None] = {}
     async with bus.uow_factory() as uow:
         # Positions are handed out in commit order, so everything up to the head
         # read first is committed and visible to the read below.
         head = await uow.event_log.last_position()
-        batch = await uow.event_log.read(after=after, names=names, limit=batch_size)
+        if with_traces:
+            logged = await uow.event_log.read(
+                after=after, names=names, limit=batch_size
+            )
+            batch = [(each.position, each.event) for each in logged]
+            traces = {each.position: each.trace_context for each in logged}
+        else:
+            batch = await uow.event_log.read_events(
+                after=after, names=names, limit=batch_size
+            )
         todo, in_hand = await bus.tracker.undelivered(uow.event_log, name, batch)
     if in_hand is not None:
         # The fast path of this process has it in hand: stop short of it.
-        return todo, in_hand - 1, False
+        return todo, in_hand - 1, False, traces
     more = len(batch) == batch_size
-    last_read = batch[-1].position if batch else after
+    last_read = batch[-1][0] if batch else after
     # With nothing more of its names, the subscriber is done up to the head: the
     # next pass does not read the other subscribers' events again.
     checkpoint = last_read if more else max(last_read, head)
-    return todo, checkpoint, more
+    return todo, checkpoint, more, traces
 
 
 async def _catch_up_handler(
@@ -177,10 +196,13 @@ async def _catch_up_handler(
     delivered = 0
     names = frozenset(handlers)
     while True:
-        todo, reached, more = await _pending(bus, name, names, checkpoint, batch_size)
-        for logged in todo:
-            with bus.observer.continued(logged.trace_context):
-                await bus.deliver(name, logged.event)  # handled, or dead-lettered
+        todo, reached, more, traces = await _pending(
+            bus, name, names, checkpoint, batch_size, with_traces=True
+        )
+        for position, event in todo:
+            # Delivered in the trace that wrote it.
+            with bus.observer.continued(traces.get(position)):
+                await bus.deliver(name, event)  # handled, or dead-lettered
             delivered += 1
         await bus.flush_completions()
         if reached != checkpoint:
@@ -204,18 +226,17 @@ async def _catch_up_projection(
     show = await _progress_shower(bus, checkpoint, progress)
     applied = 0
     while True:
-        todo, reached, more = await _pending(
+        todo, reached, more, _ = await _pending(
             bus, name, projection.event_names, checkpoint, batch_size
         )
         try:
             # One transaction per batch: the changes, what they handled, and the
             # checkpoint, all or nothing.
             async with bus.uow_factory() as uow:
-                await projection.apply_many([logged.event for logged in todo], uow)
+                batch = [event for _, event in todo]
+                await projection.apply_many(batch, uow)
                 await uow.event_log.mark_processed(
-                    name,
-                    [logged.event.message_id for logged in todo],
-                    exactly_once=True,
+                    name, [event.message_id for event in batch], exactly_once=True
                 )
                 await uow.event_log.set_checkpoint(name, reached)
                 await uow.commit()

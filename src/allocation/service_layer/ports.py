@@ -180,6 +180,15 @@ class AbstractEventStore(abc.ABC):
     ) -> list[LoggedEvent]:
         """Events past position ``after``, oldest first, of the given names only."""
 
+    async def read_events(
+        self, *, after: int, names: Collection[str] | None = None, limit: int = 500
+    ) -> list[tuple[int, events.Event]]:
+        """(position, event) of the events ``read`` gives: for readers that need
+        nothing else of a row (catch-up, replay), which an engine may read and
+        decode for less."""
+        batch = await self.read(after=after, names=names, limit=limit)
+        return [(logged.position, logged.event) for logged in batch]
+
     @abc.abstractmethod
     async def get(self, message_id: str) -> LoggedEvent | None:
         """The logged event with this id, if any."""

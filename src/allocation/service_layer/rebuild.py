@@ -98,6 +98,8 @@ async def replay(
                 name,
                 stored=projection.reader(uow),
                 replayed=rebuilt,
+                columns=projection.columns,
+                key_size=projection.key_size,
                 page_size=batch_size,
             )
             if dry_run:
@@ -122,16 +124,16 @@ async def _apply_batch(
 ) -> tuple[int, int]:
     """Apply the projection's next events past ``after`` to its shadow; return
     the position reached and how many were applied."""
-    batch = await uow.event_log.read(
+    batch = await uow.event_log.read_events(
         after=after, names=projection.event_names, limit=batch_size
     )
     if up_to is not None:
-        batch = [logged for logged in batch if logged.position <= up_to]
+        batch = [(position, event) for position, event in batch if position <= up_to]
     if batch:
         await uow.use_shadow(projection)
-        await projection.apply_many([logged.event for logged in batch], uow)
+        await projection.apply_many([event for _, event in batch], uow)
     if len(batch) == batch_size:
-        return batch[-1].position, len(batch)
+        return batch[-1][0], len(batch)
     # Fewer than asked: nothing more of its names up to the end (or to ``up_to``).
     end = up_to if up_to is not None else await uow.event_log.last_position()
     return max(end, after), len(batch)

@@ -19,7 +19,7 @@ async def register_user(bus: MessageBus, name: str, email: str) -> str:
         InvalidName, InvalidEmail: the input is unusable.
         EmailAlreadyRegistered: another user has this email (compared lower-cased).
     """
-    user_id = messages.new_message_id()  # a UUID4, as every id here
+    user_id = messages.new_message_id()  # a UUID version 7, as every id here
     await bus.handle(commands.RegisterUser(user_id=user_id, name=name, email=email))
     return user_id
 

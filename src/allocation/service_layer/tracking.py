@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
     from allocation.domain import events, messages
     from allocation.service_layer.observability import Observer
-    from allocation.service_layer.ports import AbstractEventStore, LoggedEvent
+    from allocation.service_layer.ports import AbstractEventStore
     from allocation.service_layer.unit_of_work import AbstractUnitOfWork
 
 
@@ -158,19 +158,25 @@ class Tracker:
             raise
 
     async def undelivered(
-        self, store: AbstractEventStore, subscriber: str, batch: Sequence[LoggedEvent]
-    ) -> tuple[list[LoggedEvent], int | None]:
-        """The events of ``batch`` the subscriber has neither handled nor given up
-        on, and, if one is this process's own to dispatch, the position catch-up
-        must stop before (it is in hand; later ones wait for it)."""
-        ids = [logged.event.message_id for logged in batch]
+        self,
+        store: AbstractEventStore,
+        subscriber: str,
+        batch: Sequence[tuple[int, events.Event]],
+    ) -> tuple[list[tuple[int, events.Event]], int | None]:
+        """The (position, event) pairs of ``batch`` the subscriber has neither
+        handled nor given up on, and, if one is this process's own to dispatch, the
+        position catch-up must stop before (it is in hand; later ones wait for it)."""
+        ids = [event.message_id for _, event in batch]
         done = await store.processed_among(subscriber, ids)
         done |= await store.dead_message_ids(subscriber, ids)
-        todo: list[LoggedEvent] = []
-        for logged in batch:
-            if logged.event.message_id in done:
+        claimed = self.claimed
+        if not done and claimed.isdisjoint(ids):
+            return list(batch), None  # the usual case, decided without a loop
+        todo: list[tuple[int, events.Event]] = []
+        for position, event in batch:
+            if event.message_id in done:
                 continue
-            if logged.event.message_id in self.claimed:
-                return todo, logged.position
-            todo.append(logged)
+            if event.message_id in claimed:
+                return todo, position
+            todo.append((position, event))
         return todo, None

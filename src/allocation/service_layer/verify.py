@@ -198,6 +198,8 @@ async def verify(
                 projection.name,
                 stored=projection.reader(uow),
                 replayed=projection.reader(scratch),
+                columns=projection.columns,
+                key_size=projection.key_size,
                 page_size=batch_size,
             )
     return problems

@@ -34,7 +34,7 @@ from sqlalchemy.dialects.postgresql import insert as upsert
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from allocation.adapters import statements, tables
-from allocation.adapters.log_rows import LOG_COLUMNS
+from allocation.adapters.log_rows import EVENT_COLUMNS, LOG_COLUMNS
 from allocation.adapters.statements import compile_for
 
 if TYPE_CHECKING:
@@ -152,6 +152,28 @@ READ_LOG_NAMED = compiled(
         _log.c.position > bindparam("after", type_=BigInteger),
         _log.c.name == func.any(strings("names")),
     )
+    .order_by(_log.c.position)
+    .limit(bindparam("limit", type_=Integer)),
+    "after",
+    "names",
+    "limit",
+)
+# Catch-up and replay: only the columns an event needs.
+_events_after = select(
+    *(
+        cast(_log.c.payload, Text).label("payload")
+        if name == "payload"
+        else _log.c[name]
+        for name in EVENT_COLUMNS
+    )
+).where(_log.c.position > bindparam("after", type_=BigInteger))
+READ_EVENTS = compiled(
+    _events_after.order_by(_log.c.position).limit(bindparam("limit", type_=Integer)),
+    "after",
+    "limit",
+)
+READ_EVENTS_NAMED = compiled(
+    _events_after.where(_log.c.name == func.any(strings("names")))
     .order_by(_log.c.position)
     .limit(bindparam("limit", type_=Integer)),
     "after",

@@ -11,7 +11,13 @@ import hashlib
 from typing import TYPE_CHECKING
 
 from allocation.adapters import log_rows
-from allocation.adapters.log_rows import dead_letter, log_row, logged_event, utc_now
+from allocation.adapters.log_rows import (
+    dead_letter,
+    log_row,
+    logged_event,
+    positioned_events,
+    utc_now,
+)
 from allocation.adapters.postgres import sql
 from allocation.adapters.postgres.idempotency import PostgresIdempotencyKeys
 from allocation.domain.exceptions import ConcurrencyConflict
@@ -22,6 +28,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
 
     from allocation.adapters.postgres.session import Session
+    from allocation.domain import events
     from allocation.service_layer.ports import DeadLetter, LoggedEvent, NewEvent
 
 # The APPEND statement's arrays, in its order: one per column of the new rows
@@ -202,6 +209,17 @@ class PostgresEventStore(PostgresIdempotencyKeys, AbstractEventStore):
                 sql.READ_LOG_NAMED, after, list(names), limit
             )
         return [logged_event(record) for record in records]
+
+    async def read_events(
+        self, *, after: int, names: Collection[str] | None = None, limit: int = 500
+    ) -> list[tuple[int, events.Event]]:
+        if names is None:
+            records = await self._session.fetch(sql.READ_EVENTS, after, limit)
+        else:
+            records = await self._session.fetch(
+                sql.READ_EVENTS_NAMED, after, list(names), limit
+            )
+        return positioned_events(records)
 
     async def get(self, message_id: str) -> LoggedEvent | None:
         record = await self._session.fetch_row(sql.GET_EVENT, message_id)

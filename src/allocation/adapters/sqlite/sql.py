@@ -29,7 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as upsert
 from sqlalchemy.dialects.sqlite import pysqlite
 
 from allocation.adapters import statements, tables
-from allocation.adapters.log_rows import LOG_COLUMNS
+from allocation.adapters.log_rows import EVENT_COLUMNS, LOG_COLUMNS
 
 if TYPE_CHECKING:
     import datetime
@@ -116,6 +116,26 @@ READ_LOG_NAMED = _sql(
     "names",
     "limit",
     "offset",
+)
+# Catch-up and replay: only the columns an event needs, in pages.
+_events_after = select(*(_log.c[name] for name in EVENT_COLUMNS)).where(
+    _log.c.position > bindparam("after")
+)
+READ_EVENTS = _sql(
+    _events_after.order_by(_log.c.position)
+    .limit(bindparam("limit"))
+    .offset(literal_column("0")),
+    "after",
+    "limit",
+)
+READ_EVENTS_NAMED = _sql(
+    _events_after.where(_log.c.name.in_(_in_list("names")))
+    .order_by(_log.c.position)
+    .limit(bindparam("limit"))
+    .offset(literal_column("0")),
+    "after",
+    "names",
+    "limit",
 )
 GET = _sql(statements.get_event(_LOG_COLUMNS), "message_id")
 LAST_POSITION = _sql(statements.LAST_POSITION)

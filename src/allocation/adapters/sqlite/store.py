@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Collection, Iterable, Sequence
 
     from allocation.adapters.sqlite.session import SqliteSession
+    from allocation.domain import events
     from allocation.service_layer.ports import DeadLetter, LoggedEvent, NewEvent
 
 
@@ -168,6 +169,17 @@ class SqliteEventStore(SqliteIdempotencyKeys, AbstractEventStore):
                 sql.READ_LOG_NAMED, (after, _json_list(names), limit, 0)
             )
         return [_logged(row) for row in rows]
+
+    async def read_events(
+        self, *, after: int, names: Collection[str] | None = None, limit: int = 500
+    ) -> list[tuple[int, events.Event]]:
+        if names is None:
+            rows = await self._session.fetch_all(sql.READ_EVENTS, (after, limit))
+        else:
+            rows = await self._session.fetch_all(
+                sql.READ_EVENTS_NAMED, (after, _json_list(names), limit)
+            )
+        return log_rows.positioned_events(rows)
 
     async def get(self, message_id: str) -> LoggedEvent | None:
         row = await self._session.fetch_one(sql.GET, (message_id,))

@@ -53,7 +53,8 @@ class SqliteAllocationsView(AbstractAllocationsView):
                 writes.append(self._upserts(rows, guarded=bool(guarded)))
                 rows = []
             guarded = has_version
-            rows.append(line._replace(version=line.version or 0))
+            # A line is a row of the table's columns as it is, unless unversioned.
+            rows.append(line if has_version else line._replace(version=0))
         if rows:
             writes.append(self._upserts(rows, guarded=bool(guarded)))
         self._session.queue(*writes)

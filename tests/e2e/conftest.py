@@ -16,6 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from sqlalchemy import text
+
+from allocation.adapters import database
+from tests.conftest import service_missing
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -27,6 +31,10 @@ MODULE = (sys.executable, "-m", "allocation")
 # Settings the developer's shell may hold that would steer the command away from
 # the default database and the console notifications these tests expect.
 _SCRUBBED = ("DATABASE_URL", "PYTHONIOENCODING", "PYTHONPATH", "SMTP_HOST")
+# The server's maintenance database, through which a suite creates one of its own.
+ADMIN_URL = os.environ.get(
+    "TEST_POSTGRES_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,6 +124,24 @@ def _copy_database(source: Cli, directory: Path) -> Cli:
     for file in source.cwd.glob("allocation.db*"):
         shutil.copy2(file, directory / file.name)
     return cli_in(directory)
+
+
+async def fresh_postgres_database(name: str) -> str:
+    """The URL of database ``name``, dropped and created empty on ADMIN_URL's server
+    (skipped locally, failed under CI, when the server does not answer)."""
+    admin = database.create_engine(ADMIN_URL)
+    try:
+        async with admin.connect() as connection:
+            autocommit = await connection.execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+            await autocommit.execute(text(f"DROP DATABASE IF EXISTS {name}"))
+            await autocommit.execute(text(f"CREATE DATABASE {name}"))
+    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
+        service_missing(f"PostgreSQL at {ADMIN_URL} does not answer: {error}")
+    finally:
+        await admin.dispose()
+    return ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
 
 
 @pytest.fixture

@@ -8,12 +8,10 @@ from typing import TYPE_CHECKING
 import anyio
 import httpx
 import pytest
-from sqlalchemy import text
 
 from allocation.adapters import database, migrations
-from tests.conftest import service_missing
+from tests.e2e.conftest import fresh_postgres_database
 from tests.e2e.test_serve import start_server
-from tests.e2e.test_workers_postgres import ADMIN_URL
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Cli
@@ -25,19 +23,7 @@ DATABASE = "allocation_serve_test"
 
 
 async def _migrated_database() -> str:
-    admin = database.create_engine(ADMIN_URL)
-    try:
-        async with admin.connect() as connection:
-            autocommit = await connection.execution_options(
-                isolation_level="AUTOCOMMIT"
-            )
-            await autocommit.execute(text(f"DROP DATABASE IF EXISTS {DATABASE}"))
-            await autocommit.execute(text(f"CREATE DATABASE {DATABASE}"))
-    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
-        service_missing(f"PostgreSQL at {ADMIN_URL} does not answer: {error}")
-    finally:
-        await admin.dispose()
-    url = ADMIN_URL.rsplit("/", 1)[0] + f"/{DATABASE}"
+    url = await fresh_postgres_database(DATABASE)
     engine = database.create_engine(url)
     try:
         await migrations.upgrade(engine)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,35 +18,15 @@ from allocation.bootstrap import bootstrap
 from allocation.domain import events, users
 from allocation.service_layer import catchup, services
 from allocation.service_layer.ports import NewEvent
-from tests.conftest import service_missing
-from tests.e2e.conftest import start_worker
+from tests.e2e.conftest import fresh_postgres_database, start_worker
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import Cli
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
-ADMIN_URL = os.environ.get(
-    "TEST_POSTGRES_ADMIN_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
-)
 DATABASE = "allocation_workers_test"
 EVENTS = 10_000
-
-
-async def _fresh_database() -> str:
-    admin = database.create_engine(ADMIN_URL)
-    try:
-        async with admin.connect() as connection:
-            autocommit = await connection.execution_options(
-                isolation_level="AUTOCOMMIT"
-            )
-            await autocommit.execute(text(f"DROP DATABASE IF EXISTS {DATABASE}"))
-            await autocommit.execute(text(f"CREATE DATABASE {DATABASE}"))
-    except Exception as error:  # noqa: BLE001 - any failure means "not reachable"
-        service_missing(f"PostgreSQL at {ADMIN_URL} does not answer: {error}")
-    finally:
-        await admin.dispose()
-    return ADMIN_URL.rsplit("/", 1)[0] + f"/{DATABASE}"
 
 
 async def _log_undelivered_events(url: str) -> None:
@@ -109,7 +88,7 @@ async def _counts(url: str) -> dict[str, int]:
 
 
 def test_two_workers_handle_each_tracked_event_exactly_once(cli: Cli) -> None:
-    url = anyio.run(_fresh_database, backend="asyncio")
+    url = anyio.run(fresh_postgres_database, DATABASE, backend="asyncio")
     anyio.run(_log_undelivered_events, url, backend="asyncio")
     workers = [start_worker(cli, DATABASE_URL=url) for _ in range(2)]
     try:
@@ -188,7 +167,7 @@ async def _allocated(url: str) -> tuple[int, int, int]:
 
 
 def test_processes_allocating_one_sku_never_over_allocate(cli: Cli) -> None:
-    url = anyio.run(_fresh_database, backend="asyncio")
+    url = anyio.run(fresh_postgres_database, DATABASE, backend="asyncio")
     anyio.run(_batch_of, url, 30, backend="asyncio")
     processes = [
         subprocess.Popen(

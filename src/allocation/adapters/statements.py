@@ -21,6 +21,7 @@ from sqlalchemy import (
     MetaData,
     bindparam,
     delete,
+    exists,
     func,
     insert,
     literal_column,
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy import Delete, Insert, Select, Table
     from sqlalchemy.engine import Dialect
-    from sqlalchemy.sql.expression import ClauseElement
+    from sqlalchemy.sql.expression import ClauseElement, ColumnElement
 
     # sqlalchemy.dialects.sqlite.insert or sqlalchemy.dialects.postgresql.insert:
     # the same ON CONFLICT API, each with its own class.
@@ -305,3 +306,27 @@ DEAD_LETTER_COUNTS = (
     .group_by(_letters.c.subscriber)
     .order_by(_letters.c.subscriber)
 )
+
+_processed = tables.processed_messages
+
+
+def count_unhandled(after: ColumnElement[int]) -> Select[Any]:
+    """The count of events past ``after`` (a subscriber's checkpoint, bound as its
+    engine binds a position) that ``subscriber`` has neither handled nor buried."""
+    # Each event past the checkpoint is looked up in the two indexes of the
+    # subscriber's tracking, so the cost follows the lag, not the log.
+    return (
+        select(func.count())
+        .select_from(_log)
+        .where(
+            _log.c.position > after,
+            ~exists().where(
+                _processed.c.subscriber == bindparam("subscriber"),
+                _processed.c.message_id == _log.c.message_id,
+            ),
+            ~exists().where(
+                _letters.c.subscriber == bindparam("subscriber"),
+                _letters.c.message_id == _log.c.message_id,
+            ),
+        )
+    )

@@ -10,19 +10,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import (
-    bindparam,
-    delete,
-    func,
-    literal_column,
-    null,
-    select,
-    update,
-)
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as upsert
 
 from allocation.adapters import idempotency_rows, tables
-from allocation.adapters.idempotency_rows import DONE, IN_FLIGHT, KEY_COLUMNS
 from allocation.adapters.postgres.sql import compiled, strings
 from allocation.service_layer.exceptions import IdempotencyKeyLost
 
@@ -30,70 +21,23 @@ if TYPE_CHECKING:
     import datetime
     from collections.abc import Sequence
 
-    from sqlalchemy.sql.expression import ColumnElement
-
     from allocation.adapters.postgres.session import Session
     from allocation.service_layer.idempotency import KeyRecord, StoredResponse
 
 
-def _quoted(text: str) -> ColumnElement[str]:
-    return literal_column(f"'{text}'")
-
-
 _keys = tables.idempotency_keys
-_new_key = upsert(_keys).values(
-    key=bindparam("key"),
-    fingerprint=bindparam("fingerprint"),
-    token=bindparam("token"),
-    state=_quoted(IN_FLIGHT),
-    created_at=bindparam("created_at"),
-    expires_at=bindparam("expires_at"),
-)
-# A key past its expiry (done) or its lease (in flight, its holder gone) is
-# taken over; any other is left as it is, and nothing is returned.
 CLAIM = compiled(
-    _new_key.on_conflict_do_update(
-        index_elements=[_keys.c.key],
-        set_={
-            "fingerprint": _new_key.excluded.fingerprint,
-            "token": _new_key.excluded.token,
-            "state": _new_key.excluded.state,
-            "status_code": null(),
-            "response": null(),
-            "message_ids": null(),
-            "created_at": _new_key.excluded.created_at,
-            "expires_at": _new_key.excluded.expires_at,
-        },
-        where=_keys.c.expires_at <= _new_key.excluded.created_at,
-    ).returning(_keys.c.token),
+    idempotency_rows.claim(upsert),
     "key",
     "fingerprint",
     "token",
     "created_at",
     "expires_at",
 )
-RECORD = compiled(
-    select(*(_keys.c[name] for name in KEY_COLUMNS)).where(
-        _keys.c.key == bindparam("key")
-    ),
-    "key",
-)
-_held = (
-    _keys.c.key == bindparam("key"),
-    _keys.c.token == bindparam("token"),
-    _keys.c.state == _quoted(IN_FLIGHT),
-)
+RECORD = compiled(idempotency_rows.RECORD, "key")
+# Returning the key: no row back tells that the key was lost.
 COMPLETE = compiled(
-    update(_keys)
-    .where(*_held)
-    .values(
-        state=_quoted(DONE),
-        status_code=bindparam("status_code"),
-        response=bindparam("response"),
-        message_ids=bindparam("message_ids"),
-        expires_at=bindparam("expires_at"),
-    )
-    .returning(_keys.c.key),
+    idempotency_rows.COMPLETE.returning(_keys.c.key),
     "status_code",
     "response",
     "message_ids",
@@ -101,13 +45,8 @@ COMPLETE = compiled(
     "key",
     "token",
 )
-RELEASE = compiled(delete(_keys).where(*_held), "key", "token")
-_purged = (
-    delete(_keys)
-    .where(_keys.c.expires_at <= bindparam("now"))
-    .returning(_keys.c.key)
-    .cte("purged")
-)
+RELEASE = compiled(idempotency_rows.RELEASE, "key", "token")
+_purged = idempotency_rows.PURGE.returning(_keys.c.key).cte("purged")
 # Counted by the database: the keys themselves need not travel.
 PURGE = compiled(select(func.count()).select_from(_purged), "now")
 _log = tables.event_log

@@ -24,7 +24,6 @@ from sqlalchemy import (
     bindparam,
     cast,
     delete,
-    exists,
     func,
     literal_column,
     select,
@@ -286,23 +285,7 @@ DEAD_MESSAGE_IDS = compiled(
 # ---- figures for status and metrics
 CHECKPOINTS = compiled(statements.ALL_CHECKPOINTS)
 DEAD_LETTER_COUNTS = compiled(statements.DEAD_LETTER_COUNTS)
-# Each event past the checkpoint is looked up in the two indexes of the
-# subscriber's tracking, so the cost follows the lag, not the log.
-_unhandled = (
-    select(func.count())
-    .select_from(_log)
-    .where(
-        _log.c.position > bindparam("after", type_=BigInteger),
-        ~exists().where(
-            _processed.c.subscriber == bindparam("subscriber"),
-            _processed.c.message_id == _log.c.message_id,
-        ),
-        ~exists().where(
-            _letters.c.subscriber == bindparam("subscriber"),
-            _letters.c.message_id == _log.c.message_id,
-        ),
-    )
-)
+_unhandled = statements.count_unhandled(bindparam("after", type_=BigInteger))
 COUNT_UNHANDLED = compiled(_unhandled, "after", "subscriber")
 COUNT_UNHANDLED_NAMED = compiled(
     _unhandled.where(_log.c.name == func.any(strings("names"))),

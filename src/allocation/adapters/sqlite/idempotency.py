@@ -11,11 +11,10 @@ import datetime
 import json
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import bindparam, delete, func, literal_column, null, select, update
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.dialects.sqlite import insert as upsert
 
 from allocation.adapters import idempotency_rows, statements, tables
-from allocation.adapters.idempotency_rows import DONE, IN_FLIGHT, KEY_COLUMNS
 from allocation.adapters.sqlite import sql
 from allocation.adapters.sqlite.session import Write
 from allocation.service_layer.exceptions import IdempotencyKeyLost
@@ -44,63 +43,17 @@ def _sql(statement: ClauseElement, *names: str) -> str:
     return compiled.sql
 
 
-def _quoted(text: str) -> Any:
-    return literal_column(f"'{text}'")
-
-
-_keys = tables.idempotency_keys
-_new_key = upsert(_keys).values(
-    key=bindparam("key"),
-    fingerprint=bindparam("fingerprint"),
-    token=bindparam("token"),
-    state=_quoted(IN_FLIGHT),
-    created_at=bindparam("created_at"),
-    expires_at=bindparam("expires_at"),
-)
-# A key past its expiry (done) or its lease (in flight, its holder gone) is
-# taken over; any other is left as it is, and nothing is returned.
 CLAIM = _sql(
-    _new_key.on_conflict_do_update(
-        index_elements=["key"],
-        set_={
-            "fingerprint": _new_key.excluded.fingerprint,
-            "token": _new_key.excluded.token,
-            "state": _new_key.excluded.state,
-            "status_code": null(),
-            "response": null(),
-            "message_ids": null(),
-            "created_at": _new_key.excluded.created_at,
-            "expires_at": _new_key.excluded.expires_at,
-        },
-        where=_keys.c.expires_at <= _new_key.excluded.created_at,
-    ).returning(_keys.c.token),
+    idempotency_rows.claim(upsert),
     "key",
     "fingerprint",
     "token",
     "created_at",
     "expires_at",
 )
-RECORD = _sql(
-    select(*(_keys.c[name] for name in KEY_COLUMNS)).where(
-        _keys.c.key == bindparam("key")
-    ),
-    "key",
-)
-_held = (
-    _keys.c.key == bindparam("key"),
-    _keys.c.token == bindparam("token"),
-    _keys.c.state == _quoted(IN_FLIGHT),
-)
+RECORD = _sql(idempotency_rows.RECORD, "key")
 COMPLETE = _sql(
-    update(_keys)
-    .where(*_held)
-    .values(
-        state=_quoted(DONE),
-        status_code=bindparam("status_code"),
-        response=bindparam("response"),
-        message_ids=bindparam("message_ids"),
-        expires_at=bindparam("expires_at"),
-    ),
+    idempotency_rows.COMPLETE,
     "status_code",
     "response",
     "message_ids",
@@ -108,8 +61,8 @@ COMPLETE = _sql(
     "key",
     "token",
 )
-RELEASE = _sql(delete(_keys).where(*_held), "key", "token")
-PURGE = _sql(delete(_keys).where(_keys.c.expires_at <= bindparam("now")), "now")
+RELEASE = _sql(idempotency_rows.RELEASE, "key", "token")
+PURGE = _sql(idempotency_rows.PURGE, "now")
 _log = tables.event_log
 LAST_POSITION_OF = _sql(
     select(func.max(_log.c.position)).where(

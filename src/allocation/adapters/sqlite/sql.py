@@ -17,7 +17,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     delete,
-    exists,
     func,
     insert,
     literal_column,
@@ -220,23 +219,7 @@ DEAD_MESSAGE_IDS = _sql(
 # ---- figures for status and metrics
 CHECKPOINTS = _sql(statements.ALL_CHECKPOINTS)
 DEAD_LETTER_COUNTS = _sql(statements.DEAD_LETTER_COUNTS)
-# Each event past the checkpoint is looked up in the two indexes of the
-# subscriber's tracking, so the cost follows the lag, not the log.
-_unhandled = (
-    select(func.count())
-    .select_from(_log)
-    .where(
-        _log.c.position > bindparam("after"),
-        ~exists().where(
-            _processed.c.subscriber == bindparam("subscriber"),
-            _processed.c.message_id == _log.c.message_id,
-        ),
-        ~exists().where(
-            _letters.c.subscriber == bindparam("subscriber"),
-            _letters.c.message_id == _log.c.message_id,
-        ),
-    )
-)
+_unhandled = statements.count_unhandled(bindparam("after"))
 COUNT_UNHANDLED = _sql(_unhandled, "after", "subscriber", "subscriber")
 COUNT_UNHANDLED_NAMED = _sql(
     _unhandled.where(_log.c.name.in_(_in_list("names"))),

@@ -337,3 +337,24 @@ async def test_a_callers_trace_reaches_the_log(client: httpx.AsyncClient) -> Non
     [logged] = (await client.get("/events")).json()["events"]
 
     assert logged["trace_context"].split("-")[1] == trace_id
+
+
+async def test_allocating_a_line_again_answers_its_batch(
+    client: httpx.AsyncClient,
+) -> None:
+    """Regression: a repeat of an allocated line answered 409 out of stock (no
+    event was recorded: the line is allocated already)."""
+    await _add_batch(client, "b1", "LAMP", 10)
+    line = {"orderid": "o1", "sku": "LAMP", "qty": 1}
+    first = await client.post("/allocations", json=line)
+
+    again = await client.post("/allocations", json=line)
+    book = await client.post("/allocate", json=line)
+
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json() == first.json()
+    assert book.status_code == 202
+    assert book.json() == {"batchref": "b1"}
+    names = [event["name"] for event in (await client.get("/events")).json()["events"]]
+    assert names == ["batch_created", "allocated"]

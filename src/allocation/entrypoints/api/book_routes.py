@@ -134,6 +134,11 @@ async def allocate(request: Request) -> Response:
         sku = command.sku
         return 400, json.dumps({"message": f"Out of stock for sku {sku}"})
 
+    def already_allocated(batchref: str | None) -> tuple[int, str]:
+        if batchref is None:
+            return render(())
+        return 202, json.dumps({"batchref": batchref})
+
     return await running.run(
         request,
         request.app.state.bus,
@@ -141,4 +146,5 @@ async def allocate(request: Request) -> Response:
         render,
         refusal=_refusal,
         error_media_type="application/json",
+        unchanged=already_allocated,
     )

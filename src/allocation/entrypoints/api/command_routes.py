@@ -221,7 +221,13 @@ async def change_batch_quantity(ref: str, request: Request) -> Response:
     response_model=AllocationOut,
     summary="Allocate an order line to a batch",
     openapi_extra=request_body(commands.Allocate),
-    responses=problems.responses(*_COMMAND_FAILURES, "invalid-sku", "out-of-stock"),
+    responses={
+        200: {
+            "model": AllocationOut,
+            "description": "The line was allocated already: its batch, nothing new",
+        },
+        **problems.responses(*_COMMAND_FAILURES, "invalid-sku", "out-of-stock"),
+    },
 )
 async def allocate(request: Request) -> Response:
     refused = running.unsupported_media_type(request)
@@ -229,7 +235,27 @@ async def allocate(request: Request) -> Response:
         return refused
     body = await running.json_body(request, commands.Allocate.TYPE)
     command = decoded(commands.Allocate, body)
-    return await running.run(request, request.app.state.bus, command, render_allocation)
+
+    def already_allocated(batchref: str | None) -> tuple[int, str]:
+        if batchref is None:
+            return render_allocation(())
+        # The line was allocated before: nothing new, the same answer.
+        return 200, _json(
+            AllocationOut(
+                orderid=command.orderid,
+                sku=command.sku,
+                qty=command.qty,
+                batchref=batchref,
+            )
+        )
+
+    return await running.run(
+        request,
+        request.app.state.bus,
+        command,
+        render_allocation,
+        unchanged=already_allocated,
+    )
 
 
 @router.post(

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     Render = Callable[[Sequence[events.Event]], tuple[int, str]]
     Headers = Callable[[int, str], Mapping[str, str]]
     Refusal = Callable[[AllocationError], Response | None]
+    Unchanged = Callable[[Any], tuple[int, str]]
 
 logger = logging.getLogger(__name__)
 
@@ -94,9 +95,13 @@ async def run(
     error_media_type: str = problems.MEDIA_TYPE,
     headers: Headers | None = None,
     refusal: Refusal | None = None,
+    unchanged: Unchanged | None = None,
 ) -> Response:
     """Handle ``command`` for ``request`` and answer with what ``render`` makes of
     the events it appended (or the response stored under the request's key).
+
+    A command that appended nothing (an order line allocated already) is answered
+    by ``unchanged`` from the handler's result, or by ``render`` of no events.
 
     ``refusal`` may turn a domain error into a response of the route's own
     dialect (the book's paths); by default it becomes a problem. A rendered
@@ -135,7 +140,7 @@ async def run(
     try:
         # A caller's W3C trace context: the command's spans and events join it.
         with bus.observer.continued(request.headers.get("traceparent")):
-            await bus.handle(command)
+            result = await bus.handle(command)
     except AllocationError as error:
         await _release(bus, key, token)
         answer = refusal(error) if refusal is not None else None
@@ -152,7 +157,7 @@ async def run(
     if stored is None:
         # The command committed nothing: nothing to protect, so the key is let go.
         await _release(bus, key, token)
-        status_code, body = render(())
+        status_code, body = unchanged(result) if unchanged else render(())
         stored = idempotency.StoredResponse(status_code, body, ())
     position = pending.position
     if position is None:

@@ -16,11 +16,23 @@ of 32 connections, emails to fakes), 32 tasks sharing each block's operations.
 HTTP: ``python -m allocation serve --no-access-log`` (one process, stdout
 discarded, ``ALLOCATION_DATABASE_POOL_SIZE=32``, otherwise as a user starts it:
 httptools, asyncio's event loop) on the same database. The client runs in this
-process: 32 tasks sharing one ``httpx.AsyncClient`` whose pool keeps 32
-connections alive (``--client-per-task``: one client of one connection per task
-instead, which spares httpcore's scan of its whole pool on every request); each
-request must answer 201. ``--access-log`` keeps uvicorn's access log on. Catch-up
-stays on on both sides, as in production (a pass every 5 s that finds nothing).
+process, 32 tasks, each request expected to answer 201; ``--client`` picks it:
+
+- ``raw`` (the default): 32 keep-alive connections on asyncio streams
+  (``benchmarks/_raw_http.py``), one per task while it waits; a request is one
+  write of bytes built for it (request line, Host, Content-Type, Content-Length,
+  the JSON body), its answer read as status line, headers and Content-Length body.
+  It costs the client's thread little per request, so the ratio measures the HTTP
+  layer (uvicorn, FastAPI, the route, the loopback socket) against the bus alone,
+  which is what the target is about.
+- ``httpx``: one ``httpx.AsyncClient`` whose pool keeps 32 connections alive: what
+  a Python caller of the API typically pays, client included (httpcore scans its
+  whole pool on every request).
+- ``httpx-per-task``: 32 ``httpx.AsyncClient`` of one connection each, which spares
+  that scan but still pays httpx's per-request work.
+
+``--access-log`` keeps uvicorn's access log on. Catch-up stays on on both sides, as
+in production (a pass every 5 s that finds nothing).
 
 HTTP floor: ``GET /health`` on the same server and clients, which runs no
 command: what the server, its framework and the client cost by themselves.
@@ -29,7 +41,8 @@ Printed: each variant's throughput (median over blocks) and p50/p99 latency (ove
 every timed operation), the ratio HTTP/direct (the median of the per-block
 ratios), and CPU per operation: this process's event-loop thread (the bus, or
 the HTTP client), the server process, and PostgreSQL's backends on the benchmark
-database. Everything shares this machine's cores, the client included.
+database. Everything shares this machine's cores, the client included, so what
+the client costs is taken from the server's and PostgreSQL's share.
 ``--profile`` instead runs the server under pyinstrument for the HTTP requests of
 a run and prints where its time went.
 
@@ -38,7 +51,7 @@ The server is ``BENCH_POSTGRES`` (default: trust auth as postgres on
 dropped and created at the start and dropped at the end.
 
 Run: .venv/bin/python benchmarks/http_allocate_postgres.py [--quick] [--profile]
-     [--client-per-task] [--access-log]
+     [--client {raw,httpx,httpx-per-task}] [--access-log]
 """
 
 from __future__ import annotations
@@ -62,6 +75,7 @@ import httpx
 import uvicorn
 from _harness import Variant, interleave, ratio, report
 from _postgres import DATABASE, SERVER, drop_database, fresh_database, spread
+from _raw_http import RawConnection
 from _serve import CpuMeter, serving
 
 from allocation import config
@@ -93,11 +107,23 @@ class _Side:
         return statistics.median(samples) * 1e6 if samples else 0.0
 
 
+CLIENTS = ("raw", "httpx", "httpx-per-task")
+
+
 @contextlib.asynccontextmanager
-async def _clients(base_url: str, per_task: bool) -> AsyncIterator[list[Any]]:
-    """One client with a keep-alive pool of TASKS connections, or TASKS clients of
-    one connection each."""
-    count, size = (TASKS, 1) if per_task else (1, TASKS)
+async def _clients(base_url: str, kind: str) -> AsyncIterator[list[Any]]:
+    """TASKS raw connections, one httpx client with a keep-alive pool of TASKS
+    connections, or TASKS httpx clients of one connection each."""
+    if kind == "raw":
+        url = httpx.URL(base_url)
+        connections = [RawConnection(url.host, url.port or 80) for _ in range(TASKS)]
+        try:
+            yield connections
+        finally:
+            for connection in connections:
+                await connection.close()
+        return
+    count, size = (TASKS, 1) if kind == "httpx-per-task" else (1, TASKS)
     # Idle connections are dropped before uvicorn's keep-alive timeout (5 s) ends
     # them: a connection it closes just as a request goes out fails that request.
     limits = httpx.Limits(
@@ -110,6 +136,13 @@ async def _clients(base_url: str, per_task: bool) -> AsyncIterator[list[Any]]:
             )
             for _ in range(count)
         ]
+
+
+async def _send(client: Any, method: str, path: str, body: Any) -> tuple[int, bytes]:
+    if isinstance(client, RawConnection):
+        return await client.request(method, path, body)
+    response = await client.request(method, path, json=body)
+    return response.status_code, response.content
 
 
 def _percentile(samples: list[float], fraction: float) -> float:
@@ -143,16 +176,17 @@ def _sides(bus: MessageBus, clients: list[Any]) -> tuple[_Side, _Side, _Side]:
         batchref = await services.allocate(bus, f"direct-{next(orders)}", sku, 1)
         assert batchref is not None
 
-    async def request(method: str, path: str, expected: int, **kwargs: Any) -> None:
-        # One shared client, or a client of this task's own while it waits.
+    async def request(method: str, path: str, expected: int, body: Any = None) -> None:
+        # One shared client, or a client (connection) of this task's own while it
+        # waits.
         client = idle.pop() if len(clients) > 1 else clients[0]
         try:
-            response = await client.request(method, path, **kwargs)
+            status, content = await _send(client, method, path, body)
         finally:
             if len(clients) > 1:
                 idle.append(client)
-        if response.status_code != expected:
-            raise AssertionError(f"{response.status_code}: {response.text}")
+        if status != expected:
+            raise AssertionError(f"{status}: {content.decode(errors='replace')}")
 
     async def allocate_over_http() -> None:
         body = {
@@ -160,7 +194,7 @@ def _sides(bus: MessageBus, clients: list[Any]) -> tuple[_Side, _Side, _Side]:
             "sku": f"sku-{http_skus.randrange(SKUS)}",
             "qty": 1,
         }
-        await request("POST", "/allocations", 201, json=body)
+        await request("POST", "/allocations", 201, body)
 
     async def health() -> None:
         await request("GET", "/health", 200)
@@ -206,7 +240,7 @@ async def _main(args: argparse.Namespace) -> None:
                     access_log=args.access_log,
                     profile_to=profile_to,
                 ) as (process, base_url),
-                _clients(base_url, args.client_per_task) as clients,
+                _clients(base_url, args.client) as clients,
             ):
                 meter = CpuMeter(admin, DATABASE, process.pid)
                 await _measure(args, _sides(bus, clients), meter)
@@ -273,9 +307,11 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=None, help="timed blocks")
     parser.add_argument("--ops", type=int, default=None, help="operations per block")
     parser.add_argument(
-        "--client-per-task",
-        action="store_true",
-        help="a client of one connection per task instead of one pool of 32",
+        "--client",
+        choices=CLIENTS,
+        default="raw",
+        help="the HTTP client: raw asyncio streams (default), one httpx client with"
+        " a pool of 32, or 32 httpx clients of one connection (see the docstring)",
     )
     parser.add_argument(
         "--access-log", action="store_true", help="keep uvicorn's access log on"
@@ -291,7 +327,8 @@ def main() -> None:
     print(
         f"python {sys.version.split()[0]}, uvicorn {uvicorn.__version__}, httpx"
         f" {httpx.__version__}, asyncpg {asyncpg.__version__}; {args.blocks} blocks"
-        f" x {args.ops} operations per variant at concurrency {TASKS}, {SKUS} skus;"
+        f" x {args.ops} operations per variant at concurrency {TASKS}, {SKUS} skus,"
+        f" client {args.client};"
         f" load average {os.getloadavg()[0]:.1f}"
     )
     start = time.perf_counter()

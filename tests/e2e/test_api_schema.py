@@ -65,7 +65,7 @@ def test_no_request_from_the_schema_breaks_the_api(migrated: Cli) -> None:
             env={k: v for k, v in migrated.env.items() if k != "PYTHONWARNINGS"},
             capture_output=True,
             encoding="utf-8",
-            timeout=600,
+            timeout=540,
             check=False,
         )
     finally:

@@ -38,7 +38,7 @@ async def user_by_id(user_id: str, uow: AbstractUnitOfWork) -> UserRow | None:
     Raises:
         BlankIdentifier: ``user_id`` is no user id.
     """
-    user_id = values.check_identifier("user id", user_id)
+    user_id = values.check_identifier("user id", user_id, values.MAX_USER_ID)
     async with uow:
         return await uow.users_view.by_id(user_id)
 

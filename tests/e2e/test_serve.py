@@ -126,6 +126,36 @@ def test_the_event_stream_tails_the_log_and_sigterm_stops_it_all(
     assert "Traceback" not in server.errors()
 
 
+def test_head_of_the_event_stream_answers_and_ends(server: Server) -> None:
+    """Regression: HEAD was a 405; as a GET it would stream until the client left."""
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        answer = client.head("/events/stream")
+
+    assert answer.status_code == 200
+    assert answer.headers["content-type"].startswith("text/event-stream")
+    assert answer.content == b""
+    assert server.stop() == 0, server.errors()
+    assert "Traceback" not in server.errors()
+
+
+def test_a_chunked_body_past_the_limit_is_refused_while_read(server: Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        for _ in range(40):  # 2.5 MiB, 1 MiB allowed
+            yield b" " * 65536
+
+    answer = httpx.post(
+        f"{server.url}/batches",
+        content=chunks(),
+        headers={"Content-Type": "application/json"},
+        timeout=10,
+    )
+
+    assert answer.status_code == 413
+    assert answer.json()["type"] == "/problems/payload-too-large"
+    assert server.stop() == 0, server.errors()
+    assert "Traceback" not in server.errors()
+
+
 def test_each_request_is_logged_unless_no_access_log(migrated: Cli) -> None:
     logged, unlogged = start_server(migrated), start_server(migrated, "--no-access-log")
     for running in (logged, unlogged):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import pytest
+from sqlalchemy import text
 
 from tests.integration.http_fixtures import serving
 
@@ -269,6 +271,48 @@ async def test_health_ready_and_problem_documents(client: httpx.AsyncClient) -> 
     assert {"type": "/problems/out-of-stock"}.items() <= listed[0].items() or any(
         kind["type"] == "/problems/out-of-stock" for kind in listed
     )
+
+
+async def test_ready_once_the_database_has_dropped_its_connections(
+    engine: AsyncEngine, database_url: str
+) -> None:
+    """Regression: the first /ready after PostgreSQL came back said "schema:
+    connection is closed", of a pooled connection kept from before."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a SQLite file has no server to drop connections")
+
+    async def sessions() -> set[int]:
+        # A connection of its own each time: pg_stat_activity is read once per
+        # transaction.
+        async with engine.connect() as admin:
+            found = await admin.execute(
+                text(
+                    "SELECT pid FROM pg_stat_activity WHERE datname ="
+                    " current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return set(found.scalars())
+
+    others = await sessions()
+    async with serving(database_url) as (client, _app):
+        assert (await client.get("/ready")).status_code == 200
+        apps = await sessions() - others
+        async with engine.connect() as admin:
+            for pid in apps:
+                await admin.execute(
+                    text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}
+                )
+        with anyio.fail_after(10):
+            while True:
+                if not apps & await sessions():
+                    break
+                await anyio.sleep(0.01)
+
+        answer = await client.get("/ready")
+
+    # Only the schema check's own engine is in question here: the bus's pool
+    # (the database check) is the store's.
+    assert answer.json()["checks"]["schema"] == "ok", answer.text
 
 
 async def test_the_books_paths_answer_as_the_book_does(

@@ -1,31 +1,20 @@
-"""The HTTP API on the fakes: a database that stops answering is a 503, not a 500."""
+"""The HTTP API on the fakes: a database that stops answering is a 503, not a 500
+(nor the book's 400), and an open event stream ends without a traceback."""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
-import httpx
 import pytest
 
-from allocation import config
-from allocation.entrypoints.api.app import create_app
-from allocation.service_layer.exceptions import DatabaseUnavailable
-from allocation.testing import FakeConsole, FakeNotifications, FakeUnitOfWork
+from tests.unit.http_fakes import UnreachableUnitOfWork, serving_fakes
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from pathlib import Path
 
-
-class _UnreachableUnitOfWork(FakeUnitOfWork):
-    """Answers until ``down`` is set, then fails as a lost database does."""
-
-    down = False
-
-    async def _start(self) -> None:
-        if self.down:
-            raise DatabaseUnavailable("postgresql://db.example/allocation", "refused")
-        await super()._start()
+    import httpx
 
 
 @pytest.fixture
@@ -36,21 +25,9 @@ def anyio_backend() -> str:
 @pytest.fixture
 async def served(
     tmp_path: Path,
-) -> AsyncIterator[tuple[httpx.AsyncClient, _UnreachableUnitOfWork]]:
-    uow = _UnreachableUnitOfWork()
-    app = create_app(
-        settings=config.Settings(database_url=f"sqlite:///{tmp_path}/unused.db"),
-        uow=uow,
-        notifications=FakeNotifications(),
-        console=FakeConsole(),
-    )
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://api.test"
-        ) as client,
-    ):
-        yield client, uow
+) -> AsyncIterator[tuple[httpx.AsyncClient, UnreachableUnitOfWork]]:
+    async with serving_fakes(tmp_path) as served:
+        yield served
 
 
 @pytest.mark.parametrize(
@@ -60,10 +37,13 @@ async def served(
         ("POST", "/users", {"name": "Ann", "email": "ann@example.com"}),
         ("GET", "/allocations/o1", None),
         ("GET", "/events", None),
+        ("GET", "/events/stream", None),
+        ("POST", "/allocate", {"orderid": "o1", "sku": "LAMP", "qty": 1}),
+        ("POST", "/add_batch", {"ref": "b1", "sku": "LAMP", "qty": 1}),
     ],
 )
 async def test_an_unreachable_database_is_a_503_with_retry_after(
-    served: tuple[httpx.AsyncClient, _UnreachableUnitOfWork],
+    served: tuple[httpx.AsyncClient, UnreachableUnitOfWork],
     method: str,
     path: str,
     body: object,
@@ -78,3 +58,23 @@ async def test_an_unreachable_database_is_a_503_with_retry_after(
     assert answer.json()["type"] == "/problems/database-unavailable"
     assert "db.example" in answer.json()["detail"]
     assert answer.headers["Retry-After"] == "5"
+
+
+async def test_an_open_event_stream_ends_in_one_warning_when_the_database_drops(
+    served: tuple[httpx.AsyncClient, UnreachableUnitOfWork],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, uow = served
+    await client.post("/batches", json={"ref": "b1", "sku": "LAMP", "qty": 1})
+    uow.answers_left = 1  # the read before the stream starts
+
+    with caplog.at_level(logging.WARNING):
+        answer = await client.get("/events/stream")
+
+    assert answer.status_code == 200
+    assert "event: batch_created" in answer.text
+    [warning] = [line for line in caplog.records if line.name.endswith("event_stream")]
+    assert warning.levelno == logging.WARNING
+    assert not [line for line in caplog.records if line.levelno >= logging.ERROR]
+    assert warning.exc_info is None
+    assert "db.example" in warning.getMessage()

@@ -43,13 +43,20 @@ def normalise_database_url(url: str) -> str:
 
 
 def create_engine(
-    url: str, *, pool_size: int | None = None, read_only: bool = False
+    url: str,
+    *,
+    pool_size: int | None = None,
+    read_only: bool = False,
+    pre_ping: bool = False,
 ) -> AsyncEngine:
     """Build the engine for ``url``; SQLite files get WAL, a busy timeout, foreign keys.
 
     Plain ``sqlite://`` and ``postgresql://`` URLs get their async drivers;
     PostgreSQL holds at most ``pool_size`` connections (SQLAlchemy's 5 + 10
     overflow without).
+
+    ``pre_ping`` tries each pooled connection before handing it out, so one the
+    database dropped (a restart) is replaced rather than failing its next use.
 
     ``read_only`` opens the database for reading only (SQLite ``mode=ro``,
     PostgreSQL read-only transactions), which works on a file the process may not
@@ -63,7 +70,7 @@ def create_engine(
         DatabaseFileUnusable: a SQLite file that cannot even be read.
     """
     url = normalise_database_url(url)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = {"pool_pre_ping": True} if pre_ping else {}
     target: str | URL = url
     try:
         if url.startswith("sqlite+aiosqlite:"):

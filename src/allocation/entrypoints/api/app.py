@@ -20,11 +20,12 @@ from allocation import config
 from allocation.adapters import database, tracing
 from allocation.adapters.metrics import PrometheusObserver
 from allocation.bootstrap import bootstrap
-from allocation.domain.exceptions import AllocationError
+from allocation.domain.exceptions import AllocationError, shorten
 from allocation.entrypoints.api import (
     book_routes,
     command_routes,
     event_stream,
+    guards,
     ops_routes,
     problems,
     query_routes,
@@ -77,7 +78,11 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: fastapi.FastAPI) -> AsyncIterator[None]:
-        engine = database.create_engine(settings.database_url, pool_size=1)
+        # Pre-ping: a pooled connection the database dropped would otherwise
+        # fail the first /ready after the database came back.
+        engine = database.create_engine(
+            settings.database_url, pool_size=1, pre_ping=True
+        )
         try:
             async with bootstrap(
                 settings=settings,
@@ -97,6 +102,9 @@ def create_app(
         version=importlib.metadata.version("allocation"),
         description=_DESCRIPTION,
         lifespan=lifespan,
+        # /batches/ is no path of the API: a 404, not a redirect to a URL built
+        # from the client's Host header.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.stopping = stopping
@@ -108,6 +116,8 @@ def create_app(
         ops_routes.router,
     ):
         app.include_router(router)
+    app.add_middleware(guards.Guard)
+    app.add_exception_handler(guards.PayloadTooLarge, _payload_too_large)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(AllocationError, _allocation_error)
@@ -149,8 +159,13 @@ async def _http_error(request: Request, error: Exception) -> Response:
             },
             headers=error.headers,
         )
-    detail = f"{request.method} {request.url.path}: {error.detail}"
+    detail = f"{request.method} {shorten(request.url.path)}: {error.detail}"
     return problems.response(slug, detail, headers=error.headers)
+
+
+async def _payload_too_large(request: Request, error: Exception) -> Response:
+    assert isinstance(error, guards.PayloadTooLarge)
+    return guards.too_large_response(error)
 
 
 async def _allocation_error(request: Request, error: Exception) -> Response:

@@ -40,10 +40,18 @@ def _message(text: str, status_code: int = 400) -> Response:
     )
 
 
+# Failures of the service rather than refusals of the request: they stay problems
+# with their own status (503, 409), which tells a client to send it again.
+_NOT_REFUSALS = frozenset(
+    {"database-unavailable", "schema-out-of-date", "concurrent-change"}
+)
+
+
 def _refusal(error: AllocationError) -> Response | None:
     if isinstance(error, InvalidSku):
         return _message(f"Invalid sku {error.sku}")
-    if problems.slug_of(error) is None:
+    slug = problems.slug_of(error)
+    if slug is None or slug in _NOT_REFUSALS:
         return None
     return _message(str(error))
 
@@ -53,8 +61,11 @@ def _book_responses(status_code: int, description: str, schema: Any) -> dict[Any
         "invalid-idempotency-key",
         "idempotency-key-in-use",
         "idempotency-key-reused",
+        "concurrent-change",
+        "payload-too-large",
         "unsupported-media-type",
         "database-unavailable",
+        "schema-out-of-date",
     )
     # The book's own refusals share 400 with a bad Idempotency-Key's problem.
     refused = listed[400]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import re
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import fastapi
@@ -18,7 +19,7 @@ from starlette.responses import Response  # noqa: TC002 - FastAPI reads the anno
 
 from allocation.domain import commands, events, messages
 from allocation.domain.exceptions import InvalidMessage
-from allocation.entrypoints.api import problems, running
+from allocation.entrypoints.api import paths, problems, running
 
 if TYPE_CHECKING:
     from collections.abc import Collection, Mapping, Sequence
@@ -29,6 +30,8 @@ CommandT = TypeVar("CommandT", bound=commands.Command)
 
 _COMMAND_FAILURES = (
     "invalid-request",
+    "data-refused",
+    "payload-too-large",
     "invalid-idempotency-key",
     "idempotency-key-in-use",
     "idempotency-key-reused",
@@ -80,6 +83,10 @@ def request_body(
     schema.pop("$schema", None)
     for name in without:
         schema.get("properties", {}).pop(name, None)
+    if without:
+        schema["description"] = _described_without(
+            schema.get("description", ""), without
+        )
     schema["required"] = [
         name for name in schema.get("required", []) if name not in without
     ]
@@ -102,12 +109,30 @@ def request_body(
                 "schema": {
                     "type": "string",
                     "minLength": 1,
-                    "maxLength": 257,
+                    "maxLength": running.MAX_KEY_HEADER,
                     "pattern": running.KEY_PATTERN,
                 },
             }
         ],
     }
+
+
+def _described_without(description: str, without: Collection[str]) -> str:
+    """The command's description less the clauses about fields the body leaves
+    out (a body naming one is refused)."""
+    clauses = [clause.strip() for clause in re.split(r"[.;](?:\s+|$)", description)]
+    kept = [
+        clause
+        for clause in clauses
+        if clause and not any(f"``{name}``" in clause for name in without)
+    ]
+    named = ", ".join(f"``{name}``" for name in sorted(without))
+    return " ".join(
+        [
+            *(f"{clause}." for clause in kept),
+            f"{named}: from the path or the server, refused in the body.",
+        ]
+    )
 
 
 def decoded(
@@ -125,7 +150,11 @@ def decoded(
                 command.TYPE, [f"{name}: not a body field here" for name in taken]
             )
         fields.update(supplied)
-    return command.from_json(json.dumps(fields))
+    try:
+        text = json.dumps(fields)
+    except RecursionError:
+        raise InvalidMessage(command.TYPE, [running.TOO_DEEP]) from None
+    return command.from_json(text)
 
 
 def _only(found: Sequence[events.Event], kind: type[events.Event]) -> Any:
@@ -184,7 +213,12 @@ def _user_location(status_code: int, body: str) -> dict[str, str]:
     response_model=BatchOut,
     summary="Add a batch of stock",
     openapi_extra=request_body(commands.CreateBatch),
-    responses=problems.responses(*_COMMAND_FAILURES, "batch-already-exists"),
+    responses=problems.responses(
+        *_COMMAND_FAILURES,
+        "invalid-quantity",
+        "invalid-identifier",
+        "batch-already-exists",
+    ),
 )
 async def add_batch(request: Request) -> Response:
     refused = running.unsupported_media_type(request)
@@ -196,11 +230,13 @@ async def add_batch(request: Request) -> Response:
 
 
 @router.patch(
-    "/batches/{ref}",
+    f"/batches/{{ref:{paths.IDENTIFIER}}}",
     response_model=BatchQuantityOut,
     summary="Change a batch's quantity (lines that no longer fit are reallocated)",
     openapi_extra=request_body(commands.ChangeBatchQuantity, without=("ref",)),
-    responses=problems.responses(*_COMMAND_FAILURES, "unknown-batch"),
+    responses=problems.responses(
+        *_COMMAND_FAILURES, "invalid-quantity", "invalid-identifier", "unknown-batch"
+    ),
 )
 async def change_batch_quantity(ref: str, request: Request) -> Response:
     refused = running.unsupported_media_type(request)
@@ -226,7 +262,13 @@ async def change_batch_quantity(ref: str, request: Request) -> Response:
             "model": AllocationOut,
             "description": "The line was allocated already: its batch, nothing new",
         },
-        **problems.responses(*_COMMAND_FAILURES, "invalid-sku", "out-of-stock"),
+        **problems.responses(
+            *_COMMAND_FAILURES,
+            "invalid-quantity",
+            "invalid-identifier",
+            "invalid-sku",
+            "out-of-stock",
+        ),
     },
 )
 async def allocate(request: Request) -> Response:
@@ -264,7 +306,12 @@ async def allocate(request: Request) -> Response:
     response_model=UserOut,
     summary="Register a user",
     openapi_extra=request_body(commands.RegisterUser, without=("user_id",)),
-    responses=problems.responses(*_COMMAND_FAILURES, "email-already-registered"),
+    responses=problems.responses(
+        *_COMMAND_FAILURES,
+        "invalid-name",
+        "invalid-email",
+        "email-already-registered",
+    ),
 )
 async def register_user(request: Request) -> Response:
     refused = running.unsupported_media_type(request)

@@ -151,14 +151,23 @@ TYPES = _types(
         "invalid-idempotency-key",
         400,
         "Invalid Idempotency-Key",
-        "The Idempotency-Key header must be 1 to 255 printable ASCII characters"
-        " (optionally as a quoted string).",
+        "The Idempotency-Key header must be one key of 1 to 255 printable ASCII"
+        " characters, not all spaces: a quoted string (without quotes or"
+        " backslashes inside) or a bare token (without spaces or quotes).",
+    ),
+    ProblemType(
+        "payload-too-large",
+        413,
+        "Payload too large",
+        "The request body is larger than the API takes (`detail` says how large a"
+        " body may be). Nothing was changed.",
     ),
     ProblemType(
         "unsupported-media-type",
         415,
         "Unsupported media type",
-        "Command bodies are JSON (Content-Type: application/json).",
+        "Command bodies are JSON (Content-Type: application/json), sent as they are"
+        " (no Content-Encoding but identity).",
     ),
     ProblemType(
         "not-yet-projected",

@@ -18,7 +18,8 @@ from starlette.responses import Response
 
 from allocation import views
 from allocation.domain import events, messages, values
-from allocation.entrypoints.api import problems
+from allocation.domain.exceptions import shorten
+from allocation.entrypoints.api import paths, problems
 from allocation.service_layer import freshness, projections
 
 if TYPE_CHECKING:
@@ -48,6 +49,19 @@ UserIdPath = Annotated[
     ),
 ]
 
+
+def _plain_digits(value: object) -> object:
+    """A query's number as plain ASCII digits: int() and pydantic also take
+    ``1_0``, ``+1``, `` 1`` and ``1.0``, which a client cannot have meant."""
+    if isinstance(value, str) and not (value.isascii() and value.isdigit()):
+        raise ValueError("must be a whole number written in digits 0-9")
+    return value
+
+
+PlainDigits = pydantic.BeforeValidator(_plain_digits)
+
+# PlainDigits after the Query: before it, the bounds reach the OpenAPI document
+# as pydantic's own "ge" and "le" keys instead of minimum and maximum.
 MinPosition = Annotated[
     int | None,
     fastapi.Query(
@@ -56,6 +70,7 @@ MinPosition = Annotated[
         description="Answer only once the read model holds every event up to this"
         " log position (a command's Log-Position header).",
     ),
+    PlainDigits,
 ]
 
 
@@ -104,6 +119,15 @@ def event_names() -> list[str]:
         for name, kind in messages.message_classes().items()
         if issubclass(kind, events.Event)
     )
+
+
+EventNames = Annotated[
+    list[str] | None,
+    fastapi.Query(
+        description="Only events of these names (snake_case TYPE); repeatable.",
+        json_schema_extra={"items": {"enum": event_names()}},
+    ),
+]
 
 
 def event_document(logged: LoggedEvent) -> dict[str, Any]:
@@ -157,12 +181,14 @@ def json_response(document: Any, status_code: int = 200) -> Response:
 
 
 @router.get(
-    "/allocations/{orderid}",
+    f"/allocations/{{orderid:{paths.IDENTIFIER}}}",
     response_model=list[AllocationRowOut],
     summary="An order's allocated lines (the book's path too)",
     responses=problems.responses(
         "order-not-found",
         "invalid-request",
+        "invalid-identifier",
+        "unknown-position",
         "not-yet-projected",
         "database-unavailable",
     ),
@@ -182,7 +208,7 @@ async def allocations(
 
 
 @router.get(
-    "/users/{user_id}",
+    f"/users/{{user_id:{paths.IDENTIFIER}}}",
     response_model=UserOut,
     summary="A registered user",
     responses=problems.responses(
@@ -214,21 +240,15 @@ async def user(
 )
 async def event_log(
     request: Request,
-    after: Annotated[int, fastapi.Query(ge=0, le=MAX_POSITION)] = 0,
-    limit: Annotated[int, fastapi.Query(ge=1, le=MAX_PAGE)] = 100,
-    name: Annotated[
-        list[str] | None,
-        fastapi.Query(
-            description="Only events of these names (snake_case TYPE); repeatable.",
-            json_schema_extra={"items": {"enum": event_names()}},
-        ),
-    ] = None,
+    after: Annotated[int, fastapi.Query(ge=0, le=MAX_POSITION), PlainDigits] = 0,
+    limit: Annotated[int, fastapi.Query(ge=1, le=MAX_PAGE), PlainDigits] = 100,
+    name: EventNames = None,
 ) -> Response:
     unknown = sorted(set(name or ()) - set(event_names()))
     if unknown:
         return problems.response(
             "invalid-request",
-            f"unknown event name {unknown[0]!r}",
+            f"unknown event name {shorten(unknown[0])}",
             errors=[f"name: one of {', '.join(event_names())}"],
         )
     async with request.app.state.bus.uow_factory() as uow:

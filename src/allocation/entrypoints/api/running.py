@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from starlette.responses import Response
 
-from allocation.domain.exceptions import AllocationError, InvalidMessage
+from allocation.domain.exceptions import AllocationError, InvalidMessage, shorten
 from allocation.entrypoints.api import problems
 from allocation.service_layer import idempotency
 
@@ -37,11 +37,19 @@ logger = logging.getLogger(__name__)
 
 POSITION_HEADER = "Log-Position"
 REPLAYED_HEADER = "Idempotent-Replayed"
-# The draft makes the key a structured-field string ("..."); a bare token is taken too.
-_KEY = re.compile(r'"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,255})"|([\x21-\x7e]{1,255})')
-# The same, as the JSON Schema pattern the OpenAPI document gives the header.
-KEY_PATTERN = r'^(?:"[\x20-\x21\x23-\x5b\x5d-\x7e]{1,255}"|[\x21-\x7e]{1,255})$'
+# The draft makes the key a structured-field string ("..."); a bare token is taken
+# too. Either holds a character that is not a space. Spaces, then one visible
+# character, then any: a pattern that never backtracks, however long the header.
+_QUOTED = r'"\x20*[\x21\x23-\x5b\x5d-\x7e][\x20\x21\x23-\x5b\x5d-\x7e]*"'
+_BARE = r"[\x21\x23-\x7e]{1,255}"
+# The JSON Schema pattern the OpenAPI document gives the header, whose maxLength
+# (MAX_KEY_HEADER) bounds a quoted key to 255 characters between its quotes.
+KEY_PATTERN = rf"^(?:{_QUOTED}|{_BARE})$"
+MAX_KEY_HEADER = 257
+_KEY = re.compile(KEY_PATTERN)
 _JSON_TYPES = ("application/json", "application/problem+json")
+# No command body nests; one nested deeper than Python's stack allows is refused.
+TOO_DEEP = "body: nested too deeply"
 
 
 class BadKey(Exception):
@@ -50,13 +58,15 @@ class BadKey(Exception):
 
 def idempotency_key(request: Request) -> str | None:
     """The request's Idempotency-Key, None without one."""
-    raw = request.headers.get("idempotency-key")
-    if raw is None:
+    given = request.headers.getlist("idempotency-key")
+    if not given:
         return None
-    match = _KEY.fullmatch(raw.strip())
-    if match is None:
+    if len(given) > 1:
+        raise BadKey("several Idempotency-Key headers")
+    raw = given[0].strip()
+    if len(raw) > MAX_KEY_HEADER or _KEY.fullmatch(raw) is None:
         raise BadKey(raw)
-    return match.group(1) or match.group(2)
+    return raw[1:-1] if raw.startswith('"') else raw
 
 
 async def json_body(request: Request, message_type: str) -> dict[str, Any]:
@@ -66,13 +76,28 @@ async def json_body(request: Request, message_type: str) -> dict[str, Any]:
         decoded = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise InvalidMessage(message_type, ["body: not JSON text"]) from None
+    except RecursionError:
+        raise InvalidMessage(message_type, [TOO_DEEP]) from None
     if not isinstance(decoded, dict):
         raise InvalidMessage(message_type, ["body: must be a JSON object"])
     return decoded
 
 
 def unsupported_media_type(request: Request) -> Response | None:
-    """A 415 problem unless the body is declared JSON (or not declared at all)."""
+    """A 415 problem unless the body is declared JSON (or not declared at all),
+    sent as it is (the API decodes no Content-Encoding)."""
+    encodings = [
+        coding.strip().lower()
+        for header in request.headers.getlist("content-encoding")
+        for coding in header.split(",")
+    ]
+    applied = [coding for coding in encodings if coding not in ("", "identity")]
+    if applied:
+        return problems.response(
+            "unsupported-media-type",
+            f"a command's body is sent as it is, not with Content-Encoding"
+            f" {shorten(applied[0])}",
+        )
     declared = request.headers.get("content-type")
     if declared is None:
         return None

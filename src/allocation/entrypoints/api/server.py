@@ -61,6 +61,13 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def address_url(host: str, port: int) -> str:
+    """The URL of ``host``:``port``, an IPv6 literal in brackets (RFC 3986)."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
 async def serve(args: argparse.Namespace) -> int:
     """Run the API until a stop signal; the CLI's ``serve`` action."""
     settings = config.Settings.from_environment()
@@ -88,7 +95,7 @@ async def serve(args: argparse.Namespace) -> int:
             server_header=False,
         )
     )
-    where = f"http://{args.host}:{args.port}"
+    where = address_url(args.host, args.port)
     print(
         f"allocation: serving {where} (OpenAPI at {where}/docs); Ctrl-C stops it",
         file=sys.stderr,

@@ -143,27 +143,29 @@ def _as_line(logged: LoggedEvent) -> str:
     )
 
 
-def _as_json(logged: LoggedEvent) -> str:
+def event_document(logged: LoggedEvent) -> dict[str, Any]:
+    """A logged event as JSON shows it (``events list --json``, the HTTP API)."""
     event = logged.event
-    return json.dumps(
-        {
-            "position": logged.position,
-            "message_id": event.message_id,
-            "name": event.TYPE,
-            "aggregate_type": logged.aggregate_type,
-            "aggregate_id": logged.aggregate_id,
-            "aggregate_version": logged.aggregate_version,
-            "payload": event.to_payload(),
-            "occurred_at": logged.occurred_at.isoformat(),
-            "correlation_id": event.correlation_id,
-            "causation_id": event.causation_id,
-            # The payload above is in the current shape, older rows upcast.
-            "schema_version": event.SCHEMA_VERSION,
-            # The W3C traceparent it was written under, when traces were on.
-            "trace_context": logged.trace_context,
-        },
-        ensure_ascii=False,
-    )
+    return {
+        "position": logged.position,
+        "message_id": event.message_id,
+        "name": event.TYPE,
+        "aggregate_type": logged.aggregate_type,
+        "aggregate_id": logged.aggregate_id,
+        "aggregate_version": logged.aggregate_version,
+        "payload": event.to_payload(),
+        "occurred_at": logged.occurred_at.isoformat(),
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        # The payload above is in the current shape, older rows upcast.
+        "schema_version": event.SCHEMA_VERSION,
+        # The W3C traceparent it was written under, when traces were on.
+        "trace_context": logged.trace_context,
+    }
+
+
+def _as_json(logged: LoggedEvent) -> str:
+    return json.dumps(event_document(logged), ensure_ascii=False)
 
 
 async def _dead_letters(args: argparse.Namespace) -> int:

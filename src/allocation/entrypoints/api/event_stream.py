@@ -23,9 +23,9 @@ from allocation.entrypoints.api.query_routes import (
     MAX_POSITION,
     EventNames,
     PlainDigits,
-    event_document,
-    event_names,
 )
+from allocation.entrypoints.cli_args import event_names
+from allocation.entrypoints.cli_log import event_document
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Collection, Sequence

@@ -17,14 +17,15 @@ from starlette.requests import Request  # noqa: TC002 - FastAPI reads the annota
 from starlette.responses import Response
 
 from allocation import views
-from allocation.domain import events, messages, values
+from allocation.domain import values
 from allocation.domain.exceptions import shorten
 from allocation.entrypoints.api import paths, problems
+from allocation.entrypoints.cli_args import event_names
+from allocation.entrypoints.cli_log import event_document
 from allocation.service_layer import freshness, projections
 
 if TYPE_CHECKING:
     from allocation.service_layer.messagebus import MessageBus
-    from allocation.service_layer.ports import LoggedEvent
     from allocation.service_layer.projections import Projection
 
 router = fastapi.APIRouter()
@@ -113,14 +114,6 @@ class EventsPage(pydantic.BaseModel):
     next_after: int | None
 
 
-def event_names() -> list[str]:
-    return sorted(
-        name
-        for name, kind in messages.message_classes().items()
-        if issubclass(kind, events.Event)
-    )
-
-
 EventNames = Annotated[
     list[str] | None,
     fastapi.Query(
@@ -128,25 +121,6 @@ EventNames = Annotated[
         json_schema_extra={"items": {"enum": event_names()}},
     ),
 ]
-
-
-def event_document(logged: LoggedEvent) -> dict[str, Any]:
-    """What the API shows of a logged event."""
-    event = logged.event
-    return {
-        "position": logged.position,
-        "message_id": event.message_id,
-        "name": event.TYPE,
-        "aggregate_type": logged.aggregate_type,
-        "aggregate_id": logged.aggregate_id,
-        "aggregate_version": logged.aggregate_version,
-        "payload": event.to_payload(),
-        "occurred_at": logged.occurred_at.isoformat(),
-        "correlation_id": event.correlation_id,
-        "causation_id": event.causation_id,
-        "schema_version": event.SCHEMA_VERSION,
-        "trace_context": logged.trace_context,
-    }
 
 
 async def fresh_enough(
